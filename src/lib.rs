@@ -1,0 +1,82 @@
+//! # jwt-relay
+//!
+//! Carry an end user's identity through asynchronous messaging. In a
+//! synchronous chain each service forwards `Authorization: Bearer <jwt>` and
+//! verifies it locally; across Kafka, RabbitMQ or NATS the message waits, the
+//! token expires on the way, and every hop must still know who the user is.
+//!
+//! This crate is the broker-independent core: where the token travels
+//! ([`TokenHeader`], [`Injector`], [`Extractor`]), how it is verified
+//! ([`Verifier`], [`Issuer`], [`Key`], [`KeySet`]), and what a failure means
+//! ([`Error`], [`ErrorKind`], [`ErrorClass`]: dead-letter, retry, or stop).
+//! Broker adapters (`jwt-relay-kafka`, `jwt-relay-rabbitmq`, `jwt-relay-nats`)
+//! only map headers and outcomes onto their broker.
+//!
+//! ## Features
+//!
+//! | feature | default | what it does |
+//! |---|---|---|
+//! | `aws-lc-rs` | yes | signature checks through aws-lc-rs (RS256 ≈ 15× faster than pure Rust) |
+//! | `rust-crypto` | no | signature checks in pure Rust, for targets without a C compiler |
+//!
+//! Enable exactly one backend.
+//!
+//! ## Example
+//!
+//! ```
+//! use jwt_relay::{Algorithm, Headers, Issuer, Key, Verifier, ErrorClass};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), jwt_relay::Error> {
+//! let secret = b"a development secret of 32+ bytes!";
+//! let verifier = Verifier::builder()
+//!     .issuer(
+//!         Issuer::new("https://id.example.com")
+//!             .audience("billing")
+//!             .key(Key::from_secret(secret, Algorithm::HS256)?)?,
+//!     )
+//!     .build()?;
+//!
+//! // A message as a broker adapter sees it: headers in, identity out.
+//! let mut headers = Headers::new();
+//! headers.append("Authorization", "Bearer not-a-token");
+//! match verifier.verify_headers(&headers).await {
+//!     Ok(ctx) => println!("message from {:?}", ctx.subject()),
+//!     Err(e) if e.class() == ErrorClass::Permanent => println!("dead-letter: {e}"),
+//!     Err(e) => println!("retry or stop: {e}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A remote issuer is one line: `Issuer::new(iss).audience(aud).discovery()`
+//! or `.jwks_url(url)`; the key set is fetched on first use, refreshed after
+//! ten minutes, refetched (at most once per 30 s, one fetch shared by all
+//! callers) for an unknown `kid`, and kept serving while its endpoint is down.
+
+mod carrier;
+mod claims;
+mod context;
+mod error;
+mod issuer;
+mod jose;
+mod key;
+mod key_set;
+mod remote;
+mod token_header;
+mod verifier;
+
+pub use carrier::{Extractor, HeaderValue, Headers, InjectError, Injector};
+pub use claims::Claims;
+pub use context::AuthContext;
+pub use error::{Error, ErrorClass, ErrorKind, Result};
+pub use issuer::{Issuer, MAX_LEEWAY, dangerous};
+pub use jsonwebtoken::Algorithm;
+pub use key::{Key, alg_name};
+pub use key_set::{JwkCheck, JwkOutcome, KeySet, check_jwks};
+pub use remote::RemoteOptions;
+pub use token_header::TokenHeader;
+pub use verifier::{Verifier, VerifierBuilder, now_unix};
+
+/// Re-exported so users can build keys and tokens with the same version.
+pub use jsonwebtoken;

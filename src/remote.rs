@@ -1,0 +1,289 @@
+//! Remote key sets: a JWKS URL or OIDC discovery, refreshed with care.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Result, quote};
+use crate::key::{Key, KeyOrigin};
+use crate::key_set::{KeySet, parse_jwks};
+
+/// How a remote key set is fetched and refreshed.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    timeout: Duration,
+    max_body: usize,
+    max_age: Duration,
+    cooldown: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            timeout: Duration::from_secs(5),
+            max_body: 1 << 20,
+            max_age: Duration::from_secs(600),
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RemoteOptions {
+    /// How long one fetch may take (5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The largest document accepted (1 MiB).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// After this age the set is fetched again (10 min).
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// At most one fetch per this interval for unknown key ids or after a
+    /// failure (30 s).
+    pub fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+}
+
+/// Where the keys are.
+#[derive(Debug, Clone)]
+pub(crate) enum Location {
+    /// A JWKS URL.
+    Jwks(String),
+    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery(String),
+}
+
+/// A key set fetched over HTTP. Lookups share one fetch at a time
+/// (single-flight); while the endpoint is down the last good set serves.
+#[derive(Debug)]
+pub(crate) struct RemoteKeySet {
+    location: Location,
+    options: RemoteOptions,
+    client: reqwest::Client,
+    state: RwLock<State>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    keys: Option<Arc<KeySet>>,
+    fetched_at: Option<Instant>,
+    attempted_at: Option<Instant>,
+    /// Why the newest attempt failed, if it did.
+    failure: Option<(ErrorKind, String)>,
+    generation: u64,
+    jwks_uri: Option<String>,
+}
+
+/// What a lookup saw before deciding to fetch.
+struct Snapshot {
+    generation: u64,
+    keys: Option<Arc<KeySet>>,
+    stale: bool,
+}
+
+impl RemoteKeySet {
+    pub(crate) fn new(location: Location, options: RemoteOptions) -> Result<RemoteKeySet> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(options.timeout)
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Configuration, "cannot build the HTTP client").with_source(e)
+            })?;
+        Ok(RemoteKeySet {
+            location,
+            options,
+            client,
+            state: RwLock::new(State::default()),
+            fetching: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The key for a token, fetching the set when it is missing, stale, or
+    /// lacks the `kid` (at most once per cooldown).
+    pub(crate) async fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>> {
+        let snapshot = self.snapshot();
+        if let Some(keys) = &snapshot.keys
+            && let Some(key) = keys.find(kid, alg)
+            && !snapshot.stale
+        {
+            return Ok(key);
+        }
+        self.refresh(snapshot.generation).await;
+        let state = self.read();
+        if let Some(key) = state.keys.as_ref().and_then(|k| k.find(kid, alg)) {
+            return Ok(key);
+        }
+        let which = kid.map_or_else(
+            || "token without kid".to_owned(),
+            |k| format!("key id {}", quote(k)),
+        );
+        match &state.failure {
+            Some((kind, why)) => Err(Error::new(
+                *kind,
+                format!("{which} is not known and the key set is unavailable: {why}"),
+            )),
+            None => Err(Error::new(
+                ErrorKind::UnknownKeyId,
+                format!("{which} is not in the key set at {}", self.describe()),
+            )),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let state = self.read();
+        Snapshot {
+            generation: state.generation,
+            keys: state.keys.clone(),
+            stale: state
+                .fetched_at
+                .is_none_or(|at| at.elapsed() >= self.options.max_age),
+        }
+    }
+
+    async fn refresh(&self, seen: u64) {
+        let _one_at_a_time = self.fetching.lock().await;
+        let jwks_uri = {
+            let state = self.read();
+            if state.generation != seen {
+                return; // another lookup fetched while this one waited
+            }
+            if state
+                .attempted_at
+                .is_some_and(|at| at.elapsed() < self.options.cooldown)
+            {
+                return;
+            }
+            state.jwks_uri.clone()
+        };
+        let result = self.fetch(jwks_uri).await;
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.generation += 1;
+        state.attempted_at = Some(Instant::now());
+        match result {
+            Ok((keys, uri)) => {
+                tracing::debug!(location = %self.describe(), keys = keys.len(), "fetched key set");
+                state.keys = Some(Arc::new(keys));
+                state.fetched_at = state.attempted_at;
+                state.jwks_uri = Some(uri);
+                state.failure = None;
+            }
+            Err(e) => {
+                tracing::warn!(location = %self.describe(), error = %e, "key set fetch failed; the last good set keeps serving");
+                state.failure = Some((e.kind(), e.message().to_owned()));
+            }
+        }
+    }
+
+    async fn fetch(&self, jwks_uri: Option<String>) -> Result<(KeySet, String)> {
+        let uri = match (jwks_uri, &self.location) {
+            (Some(uri), _) => uri,
+            (None, Location::Jwks(uri)) => uri.clone(),
+            (None, Location::Discovery(issuer)) => self.discover(issuer).await?,
+        };
+        let body = self.get(&uri).await?;
+        let keys = parse_jwks(&body, KeyOrigin::Remote, false).map_err(|e| {
+            Error::new(
+                ErrorKind::KeySetUnavailable,
+                format!("the key set at {uri} is unusable: {}", e.message()),
+            )
+        })?;
+        Ok((keys, uri))
+    }
+
+    async fn discover(&self, issuer: &str) -> Result<String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let doc: Value = serde_json::from_slice(&self.get(&url).await?).map_err(|e| {
+            Error::new(ErrorKind::KeySetUnavailable, format!("{url} is not JSON")).with_source(e)
+        })?;
+        // OpenID Connect Discovery §4.3: the document must name the issuer we asked for.
+        if doc.get("issuer").and_then(Value::as_str) != Some(issuer) {
+            return Err(Error::new(
+                ErrorKind::Configuration,
+                format!("{url} names another issuer than {}", quote(issuer)),
+            ));
+        }
+        doc.get("jwks_uri")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::KeySetUnavailable,
+                    format!("{url} has no `jwks_uri`"),
+                )
+            })
+    }
+
+    /// A GET that accepts only 200, follows no redirect, and reads at most
+    /// `max_body` bytes.
+    async fn get(&self, url: &str) -> Result<Vec<u8>> {
+        let unavailable = |what: String| Error::new(ErrorKind::KeySetUnavailable, what);
+        let mut response = self
+            .client
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("GET {url} failed")).with_source(e))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            let what = if status.is_redirection() {
+                " (redirects are not followed)"
+            } else {
+                ""
+            };
+            return Err(unavailable(format!("GET {url} answered {status}{what}")));
+        }
+        let max = self.options.max_body;
+        if response.content_length().is_some_and(|n| n > max as u64) {
+            return Err(unavailable(format!(
+                "GET {url}: the body is larger than {max} bytes"
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            unavailable(format!("GET {url}: reading the body failed")).with_source(e)
+        })? {
+            if body.len() + chunk.len() > max {
+                return Err(unavailable(format!(
+                    "GET {url}: the body is larger than {max} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn describe(&self) -> String {
+        match &self.location {
+            Location::Jwks(uri) => uri.clone(),
+            Location::Discovery(issuer) => format!("the discovery document of {issuer}"),
+        }
+    }
+}

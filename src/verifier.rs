@@ -1,0 +1,405 @@
+//! The verifier: a header value in, a verified identity or a precise error out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::carrier::Extractor;
+use crate::claims::Claims;
+use crate::context::{AuthContext, Verified};
+use crate::error::{Error, ErrorKind, Result, quote};
+use crate::issuer::{Issuer, KeySource};
+use crate::jose;
+use crate::key::{Key, alg_name};
+use crate::key_set::KeySet;
+use crate::remote::RemoteKeySet;
+use crate::token_header::TokenHeader;
+
+/// Verifies tokens against a set of trusted issuers. Cheap to clone; clones
+/// share keys and the verified-token cache.
+///
+/// Checks run in this order: size, structure and header hygiene, issuer,
+/// key and pinned algorithm, signature, audience and `typ`, then time. So
+/// [`ErrorKind::Expired`] is only reported for a token whose signature,
+/// issuer and audience passed, and it carries the verified context.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuers: HashMap<String, IssuerKeys>,
+    header: TokenHeader,
+    max_size: usize,
+    cache: Option<moka::sync::Cache<[u8; 32], Arc<Verified>>>,
+}
+
+struct IssuerKeys {
+    config: Arc<Issuer>,
+    keys: Keys,
+}
+
+enum Keys {
+    Static(KeySet),
+    Remote(RemoteKeySet),
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut issuers: Vec<_> = self.inner.issuers.keys().collect();
+        issuers.sort();
+        f.debug_struct("Verifier")
+            .field("issuers", &issuers)
+            .field("header", &self.inner.header)
+            .field("max_size", &self.inner.max_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Verifier`].
+#[derive(Debug)]
+pub struct VerifierBuilder {
+    issuers: Vec<Issuer>,
+    header: TokenHeader,
+    max_size: usize,
+    cache_capacity: u64,
+}
+
+impl Verifier {
+    /// Starts a verifier: add at least one [`Issuer`].
+    pub fn builder() -> VerifierBuilder {
+        VerifierBuilder {
+            issuers: Vec::new(),
+            header: TokenHeader::default(),
+            max_size: 8 * 1024,
+            cache_capacity: 10_000,
+        }
+    }
+
+    /// The header that carries the token.
+    pub fn token_header(&self) -> &TokenHeader {
+        &self.inner.header
+    }
+
+    /// Extracts the token from the headers and verifies it.
+    pub async fn verify_headers(&self, headers: &dyn Extractor) -> Result<AuthContext> {
+        let token = self.inner.header.extract(headers, self.inner.max_size)?;
+        self.verify(token).await
+    }
+
+    /// Verifies a token against the current time.
+    pub async fn verify(&self, token: &str) -> Result<AuthContext> {
+        self.verify_at(token, SystemTime::now()).await
+    }
+
+    /// Verifies a token as if the time were `now`.
+    pub async fn verify_at(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
+        let now = unix_seconds(now);
+        let max = self.inner.max_size;
+        if token.len() > max {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the token is {} bytes, more than the {max} allowed",
+                    token.len()
+                ),
+            ));
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(verified) = self.inner.cache.as_ref().and_then(|c| c.get(&digest)) {
+            return check_time(AuthContext::new(token, verified), now);
+        }
+        let verified = Arc::new(self.verify_signed(token).await?);
+        if let Some(cache) = &self.inner.cache {
+            cache.insert(digest, verified.clone());
+        }
+        check_time(AuthContext::new(token, verified), now)
+    }
+
+    /// Everything that does not depend on the clock: what the cache keeps.
+    async fn verify_signed(&self, token: &str) -> Result<Verified> {
+        let compact = jose::split(token)?;
+        let header = jose::parse_header(compact.header)?;
+        let payload =
+            jose::parse_object(&jose::decode_part(compact.payload, "payload")?, "payload")?;
+        let claims = Claims::parse(payload)?;
+        let Some(issuer) = self.inner.issuers.get(claims.issuer()) else {
+            return Err(Error::new(
+                ErrorKind::InvalidIssuer,
+                format!("issuer {} is not trusted here", quote(claims.issuer())),
+            ));
+        };
+        let config = &issuer.config;
+        if config
+            .algorithms
+            .as_ref()
+            .is_some_and(|a| !a.contains(&header.alg))
+        {
+            return Err(Error::new(
+                ErrorKind::UnsupportedAlgorithm,
+                format!(
+                    "algorithm {} is not allowed for issuer `{}`",
+                    alg_name(header.alg),
+                    config.issuer
+                ),
+            ));
+        }
+        let key = issuer.find(header.kid.as_deref(), header.alg).await?;
+        if key.algorithm() != header.alg {
+            return Err(Error::new(
+                ErrorKind::AlgorithmMismatch,
+                format!(
+                    "the token says {} but key {} of issuer `{}` is pinned to {}",
+                    alg_name(header.alg),
+                    key.describe(),
+                    config.issuer,
+                    alg_name(key.algorithm())
+                ),
+            ));
+        }
+        if !key.verify(compact.signing_input, compact.signature)? {
+            return Err(Error::new(
+                ErrorKind::BadSignature,
+                format!(
+                    "the signature does not verify under key {} of issuer `{}`",
+                    key.describe(),
+                    config.issuer
+                ),
+            ));
+        }
+        check_audience(config, &claims)?;
+        check_typ(config, header.typ.as_deref())?;
+        check_lifetime(config, &claims)?;
+        Ok(Verified {
+            claims,
+            kid: header.kid,
+            alg: header.alg,
+            issuer: config.clone(),
+        })
+    }
+}
+
+impl IssuerKeys {
+    async fn find(&self, kid: Option<&str>, alg: jsonwebtoken::Algorithm) -> Result<Arc<Key>> {
+        match &self.keys {
+            Keys::Remote(remote) => remote.find(kid, alg).await,
+            Keys::Static(set) => set.find(kid, alg).ok_or_else(|| {
+                let which = kid.map_or_else(
+                    || "a token without kid".to_owned(),
+                    |k| format!("key id {}", quote(k)),
+                );
+                Error::new(
+                    ErrorKind::UnknownKeyId,
+                    format!("{which} matches no key of issuer `{}`", self.config.issuer),
+                )
+            }),
+        }
+    }
+}
+
+impl VerifierBuilder {
+    /// Trusts this issuer.
+    pub fn issuer(mut self, issuer: Issuer) -> Self {
+        self.issuers.push(issuer);
+        self
+    }
+
+    /// The header that carries the token (`Authorization: Bearer` by default).
+    pub fn token_header(mut self, header: TokenHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The largest token accepted, checked before anything is decoded (8 KiB).
+    pub fn max_token_size(mut self, bytes: usize) -> Self {
+        self.max_size = bytes;
+        self
+    }
+
+    /// How many verified tokens are remembered (10 000; 0 turns the cache off).
+    pub fn cache_capacity(mut self, entries: u64) -> Self {
+        self.cache_capacity = entries;
+        self
+    }
+
+    /// Checks the configuration and builds the verifier.
+    pub fn build(self) -> Result<Verifier> {
+        if self.issuers.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Configuration,
+                "a verifier needs at least one issuer",
+            ));
+        }
+        let mut issuers = HashMap::new();
+        for issuer in self.issuers {
+            issuer.validate()?;
+            let keys = match &issuer.keys {
+                KeySource::Static(set) => Keys::Static(set.clone()),
+                KeySource::Remote(location, options) => {
+                    Keys::Remote(RemoteKeySet::new(location.clone(), options.clone())?)
+                }
+                KeySource::None => {
+                    return Err(Error::new(
+                        ErrorKind::Configuration,
+                        "an issuer has no keys",
+                    ));
+                }
+            };
+            let name = issuer.issuer.clone();
+            let entry = IssuerKeys {
+                config: Arc::new(issuer),
+                keys,
+            };
+            if issuers.insert(name.clone(), entry).is_some() {
+                return Err(Error::new(
+                    ErrorKind::Configuration,
+                    format!("issuer `{name}` is configured twice"),
+                ));
+            }
+        }
+        let cache = (self.cache_capacity > 0).then(|| moka::sync::Cache::new(self.cache_capacity));
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                issuers,
+                header: self.header,
+                max_size: self.max_size,
+                cache,
+            }),
+        })
+    }
+}
+
+fn check_audience(config: &Issuer, claims: &Claims) -> Result<()> {
+    if !config.check_audience {
+        return Ok(());
+    }
+    let aud = claims.audience();
+    if aud.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidAudience,
+            "the token has no `aud` claim",
+        ));
+    }
+    if aud.iter().any(|a| config.audiences.contains(a)) {
+        return Ok(());
+    }
+    let theirs: Vec<_> = aud.iter().take(5).map(|a| quote(a)).collect();
+    Err(Error::new(
+        ErrorKind::InvalidAudience,
+        format!(
+            "the token is for {}, not for {:?} (issuer `{}`)",
+            theirs.join(", "),
+            config.audiences,
+            config.issuer
+        ),
+    ))
+}
+
+fn check_typ(config: &Issuer, typ: Option<&str>) -> Result<()> {
+    let Some(want) = &config.typ else {
+        return Ok(());
+    };
+    let normal = |t: &str| {
+        let t = t.trim();
+        match t.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => {
+                t[12..].to_ascii_lowercase()
+            }
+            _ => t.to_ascii_lowercase(),
+        }
+    };
+    match typ {
+        Some(typ) if normal(typ) == normal(want) => Ok(()),
+        Some(typ) => Err(Error::new(
+            ErrorKind::InvalidType,
+            format!("the token's typ is {}, not `{want}`", quote(typ)),
+        )),
+        None => Err(Error::new(
+            ErrorKind::InvalidType,
+            format!("the token has no typ; `{want}` is required"),
+        )),
+    }
+}
+
+fn check_lifetime(config: &Issuer, claims: &Claims) -> Result<()> {
+    if config.require_exp && claims.expires_at().is_none() {
+        return Err(Error::new(
+            ErrorKind::InvalidClaim,
+            "the token has no `exp` claim",
+        ));
+    }
+    let Some(max) = config.max_lifetime else {
+        return Ok(());
+    };
+    let (Some(iat), Some(exp)) = (claims.issued_at(), claims.expires_at()) else {
+        return Err(Error::new(
+            ErrorKind::InvalidClaim,
+            "a maximum lifetime is set, so `iat` and `exp` are required",
+        ));
+    };
+    let lifetime = exp.saturating_sub(iat);
+    if lifetime > max.as_secs() as i64 {
+        return Err(Error::new(
+            ErrorKind::InvalidClaim,
+            format!(
+                "the token lives {lifetime} s, more than the {} s allowed",
+                max.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `nbf`, `iat` and `exp` against the clock, with the issuer's leeway. Runs
+/// on every verification, cached or not, so a cached token expires on time.
+fn check_time(context: AuthContext, now: i64) -> Result<AuthContext> {
+    let claims = context.claims();
+    let leeway = context.issuer_config().leeway.as_secs() as i64;
+    if let Some(nbf) = claims.not_before()
+        && nbf > now.saturating_add(leeway)
+    {
+        return Err(Error::new(
+            ErrorKind::NotYetValid,
+            format!(
+                "the token is not valid before {nbf}, {} s from now",
+                nbf - now
+            ),
+        ));
+    }
+    if let Some(iat) = claims.issued_at()
+        && iat > now.saturating_add(leeway)
+    {
+        return Err(Error::new(
+            ErrorKind::IssuedInFuture,
+            format!(
+                "the token claims to be issued at {iat}, {} s in the future",
+                iat - now
+            ),
+        ));
+    }
+    if let Some(exp) = claims.expires_at()
+        && now >= exp.saturating_add(leeway)
+    {
+        let message = format!(
+            "the token of issuer `{}` expired at {exp}, {} s ago",
+            claims.issuer(),
+            now.saturating_sub(exp)
+        );
+        return Err(Error::expired(context, message));
+    }
+    Ok(context)
+}
+
+fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// The current time in Unix seconds.
+pub fn now_unix() -> i64 {
+    unix_seconds(SystemTime::now())
+}
