@@ -33,10 +33,7 @@ pub(crate) fn split(token: &str) -> Result<Compact<'_>> {
         ));
     };
     if header.is_empty() || payload.is_empty() || signature.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Malformed,
-            "a part of the token is empty",
-        ));
+        return Err(Error::new(ErrorKind::Malformed, "a part of the token is empty"));
     }
     let signing_input = &token[..header.len() + 1 + payload.len()];
     Ok(Compact {
@@ -178,7 +175,8 @@ pub(crate) fn parse_header(part: &str) -> Result<JoseHeader> {
         let names = match crit {
             Value::Array(names) if !names.is_empty() => names
                 .iter()
-                .map(|n| n.as_str().map_or_else(|| n.to_string(), quote))
+                .take(5)
+                .map(|n| n.as_str().map_or_else(|| quote(&n.to_string()), quote))
                 .collect::<Vec<_>>()
                 .join(", "),
             _ => "a malformed list".to_owned(),
@@ -190,7 +188,7 @@ pub(crate) fn parse_header(part: &str) -> Result<JoseHeader> {
     }
     if let Some(cty) = map.get("cty") {
         match cty.as_str() {
-            Some(c) if c.eq_ignore_ascii_case("JWT") => {
+            Some(c) if c.eq_ignore_ascii_case("JWT") || c.eq_ignore_ascii_case("application/jwt") => {
                 return Err(Error::new(
                     ErrorKind::NestedToken,
                     "nested tokens (`cty: JWT`) are not accepted",
@@ -287,14 +285,8 @@ mod tests {
                 ErrorKind::UnsupportedAlgorithm
             );
         }
-        assert_eq!(
-            header_kind(r#"{"alg":"HS1"}"#),
-            ErrorKind::UnsupportedAlgorithm
-        );
-        assert_eq!(
-            header_kind(r#"{"alg":"rs256"}"#),
-            ErrorKind::UnsupportedAlgorithm
-        );
+        assert_eq!(header_kind(r#"{"alg":"HS1"}"#), ErrorKind::UnsupportedAlgorithm);
+        assert_eq!(header_kind(r#"{"alg":"rs256"}"#), ErrorKind::UnsupportedAlgorithm);
         assert_eq!(header_kind(r#"{"typ":"JWT"}"#), ErrorKind::Malformed);
         assert_eq!(header_kind(r#"{"alg":256}"#), ErrorKind::Malformed);
         for p in ["jku", "x5u", "jwk", "x5c"] {
@@ -315,10 +307,7 @@ mod tests {
             header_kind(r#"{"alg":"RS256","cty":"jwt"}"#),
             ErrorKind::NestedToken
         );
-        assert_eq!(
-            header_kind(r#"{"alg":"RS256","kid":7}"#),
-            ErrorKind::Malformed
-        );
+        assert_eq!(header_kind(r#"{"alg":"RS256","kid":7}"#), ErrorKind::Malformed);
         assert_eq!(
             header_kind(r#"{"alg":"RS256","alg":"none"}"#),
             ErrorKind::Malformed

@@ -12,9 +12,15 @@ use crate::error::{Error, ErrorKind, Result, quote};
 
 /// RSA keys shorter than this are refused (RFC 8725 §3.5, NIST SP 800-131A).
 pub(crate) const MIN_RSA_BITS: usize = 2048;
-/// HMAC secrets shorter than this are refused (RFC 7518 §3.2: at least the
-/// hash size).
-pub(crate) const MIN_HMAC_BYTES: usize = 32;
+/// HMAC secrets shorter than the hash are refused (RFC 7518 §3.2): 32 bytes
+/// for HS256, 48 for HS384, 64 for HS512.
+fn min_hmac_bytes(alg: Algorithm) -> usize {
+    match alg {
+        Algorithm::HS384 => 48,
+        Algorithm::HS512 => 64,
+        _ => 32,
+    }
+}
 
 /// A key that verifies signatures of exactly one algorithm. The algorithm
 /// comes from the key (its JWK `alg`, or what it was configured with),
@@ -53,8 +59,7 @@ impl Key {
             AlgorithmFamily::Rsa => {
                 let key = DecodingKey::from_rsa_pem(pem).map_err(bad)?;
                 let der = key.try_get_as_bytes().map_err(bad)?;
-                let (n, e) =
-                    (provider()?.key_utils.rsa_pub_components_from_public_key)(der).map_err(bad)?;
+                let (n, e) = (provider()?.key_utils.rsa_pub_components_from_public_key)(der).map_err(bad)?;
                 check_rsa_modulus(&n, "the PEM key")?;
                 ("RSA", DecodingKey::from_rsa_raw_components(&n, &e))
             }
@@ -100,17 +105,14 @@ impl Key {
         if alg.family() != AlgorithmFamily::Hmac {
             return Err(Error::new(
                 ErrorKind::InvalidKey,
-                format!(
-                    "a secret can only verify HMAC algorithms, not {}",
-                    alg_name(alg)
-                ),
+                format!("a secret can only verify HMAC algorithms, not {}", alg_name(alg)),
             ));
         }
         Ok(Key {
             kid: None,
             alg,
             kty: "oct",
-            decoding: hmac_key(secret, "the secret")?,
+            decoding: hmac_key(secret, alg, "the secret")?,
         })
     }
 
@@ -118,14 +120,11 @@ impl Key {
     /// `oct` (HMAC) key is accepted here because it comes from our own
     /// configuration, never from a remote set.
     pub fn from_jwk(json: &str) -> Result<Key> {
-        let value: Value = serde_json::from_str(json).map_err(|e| {
-            Error::new(ErrorKind::InvalidKey, "the JWK is not valid JSON").with_source(e)
-        })?;
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| Error::new(ErrorKind::InvalidKey, "the JWK is not valid JSON").with_source(e))?;
         match parse_jwk(&value, KeyOrigin::Local) {
             Ok(Parsed::Key(key)) => Ok(key),
-            Ok(Parsed::Skipped(reason)) | Err(reason) => {
-                Err(Error::new(ErrorKind::InvalidKey, reason))
-            }
+            Ok(Parsed::Skipped(reason)) | Err(reason) => Err(Error::new(ErrorKind::InvalidKey, reason)),
         }
     }
 
@@ -152,29 +151,21 @@ impl Key {
 
     /// Whether `signature` (base64url) signs `signing_input` under this key.
     pub(crate) fn verify(&self, signing_input: &str, signature: &str) -> Result<bool> {
-        jsonwebtoken::crypto::verify(
-            signature,
-            signing_input.as_bytes(),
-            &self.decoding,
-            self.alg,
-        )
-        .map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::Base64(_) => Error::new(
-                    ErrorKind::Malformed,
-                    "the token's signature is not canonical base64url",
-                ),
-                _ => Error::new(
-                    ErrorKind::InvalidKey,
-                    format!(
-                        "key {} cannot verify {}",
-                        self.describe(),
-                        alg_name(self.alg)
+        jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &self.decoding, self.alg).map_err(
+            |e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::Base64(_) => Error::new(
+                        ErrorKind::Malformed,
+                        "the token's signature is not canonical base64url",
                     ),
-                ),
-            }
-            .with_source(e)
-        })
+                    _ => Error::new(
+                        ErrorKind::InvalidKey,
+                        format!("key {} cannot verify {}", self.describe(), alg_name(self.alg)),
+                    ),
+                }
+                .with_source(e)
+            },
+        )
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -200,7 +191,11 @@ fn provider() -> Result<&'static CryptoProvider> {
 
 fn check_rsa_modulus(n: &[u8], what: &str) -> Result<()> {
     let significant = n.iter().skip_while(|b| **b == 0).count();
-    let bits = significant * 8;
+    let top_bits = n
+        .iter()
+        .find(|b| **b != 0)
+        .map_or(0, |b| 8 - b.leading_zeros() as usize);
+    let bits = (significant * 8).saturating_sub(8) + top_bits;
     if bits < MIN_RSA_BITS {
         return Err(Error::new(
             ErrorKind::InvalidKey,
@@ -210,19 +205,20 @@ fn check_rsa_modulus(n: &[u8], what: &str) -> Result<()> {
     Ok(())
 }
 
-fn hmac_key(secret: &[u8], what: &str) -> Result<DecodingKey> {
-    if secret.len() < MIN_HMAC_BYTES {
+fn hmac_key(secret: &[u8], alg: Algorithm, what: &str) -> Result<DecodingKey> {
+    let min = min_hmac_bytes(alg);
+    if secret.len() < min {
         return Err(Error::new(
             ErrorKind::InvalidKey,
             format!(
-                "{what} is {} bytes; HMAC secrets need at least {MIN_HMAC_BYTES}",
-                secret.len()
+                "{what} is {} bytes; {} secrets need at least {min}",
+                secret.len(),
+                alg_name(alg)
             ),
         ));
     }
-    DecodingKey::from_secret(secret).map_err(|e| {
-        Error::new(ErrorKind::InvalidKey, format!("{what} is unusable")).with_source(e)
-    })
+    DecodingKey::from_secret(secret)
+        .map_err(|e| Error::new(ErrorKind::InvalidKey, format!("{what} is unusable")).with_source(e))
 }
 
 /// Where a JWK comes from: remote sets may not hold secrets.
@@ -263,9 +259,7 @@ pub(crate) fn parse_jwk(value: &Value, origin: KeyOrigin) -> Result<Parsed, Stri
             .as_array()
             .is_some_and(|ops| ops.iter().any(|o| o == "verify"));
         if !allows_verify {
-            return Ok(Parsed::Skipped(
-                "`key_ops` does not allow \"verify\"".to_owned(),
-            ));
+            return Ok(Parsed::Skipped("`key_ops` does not allow \"verify\"".to_owned()));
         }
     }
     let alg = match jwk.get("alg") {
@@ -309,10 +303,7 @@ pub(crate) fn parse_jwk(value: &Value, origin: KeyOrigin) -> Result<Parsed, Stri
         "OKP" => {
             let crv = str_member(jwk, "crv")?;
             if crv != "Ed25519" {
-                return Err(format!(
-                    "curve {} is not supported for signatures",
-                    quote(crv)
-                ));
+                return Err(format!("curve {} is not supported for signatures", quote(crv)));
             }
             let alg = alg.unwrap_or(Algorithm::EdDSA);
             if alg != Algorithm::EdDSA {
@@ -334,14 +325,11 @@ pub(crate) fn parse_jwk(value: &Value, origin: KeyOrigin) -> Result<Parsed, Stri
             (
                 "oct",
                 alg,
-                hmac_key(&k, "the secret").map_err(|e| e.message().to_owned())?,
+                hmac_key(&k, alg, "the secret").map_err(|e| e.message().to_owned())?,
             )
         }
         other => {
-            return Ok(Parsed::Skipped(format!(
-                "key type {} is not known",
-                quote(other)
-            )));
+            return Ok(Parsed::Skipped(format!("key type {} is not known", quote(other))));
         }
     };
     Ok(Parsed::Key(Key {
@@ -396,27 +384,17 @@ mod tests {
         let weak_n = URL_SAFE_NO_PAD.encode([0xffu8; 128]);
         assert!(reason(json!({"kty":"RSA","n":weak_n,"e":"AQAB"})).contains("1024 bits"));
         let n = URL_SAFE_NO_PAD.encode([0xffu8; 256]);
-        assert!(
-            reason(json!({"kty":"RSA","n":n,"e":"AQAB","alg":"ES256"})).contains("cannot be used")
-        );
+        assert!(reason(json!({"kty":"RSA","n":n,"e":"AQAB","alg":"ES256"})).contains("cannot be used"));
         assert!(reason(json!({"kty":"RSA","n":n,"e":"AQAB","use":"enc"})).starts_with("skipped"));
+        assert!(reason(json!({"kty":"RSA","n":n,"e":"AQAB","key_ops":["encrypt"]})).starts_with("skipped"));
         assert!(
-            reason(json!({"kty":"RSA","n":n,"e":"AQAB","key_ops":["encrypt"]}))
-                .starts_with("skipped")
+            reason(json!({"kty":"EC","crv":"P-256","alg":"ES384","x":X32,"y":X32})).contains("does not fit")
         );
-        assert!(
-            reason(json!({"kty":"EC","crv":"P-256","alg":"ES384","x":X32,"y":X32}))
-                .contains("does not fit")
-        );
-        assert!(
-            reason(json!({"kty":"EC","crv":"P-521","x":X32,"y":X32})).contains("not supported")
-        );
+        assert!(reason(json!({"kty":"EC","crv":"P-521","x":X32,"y":X32})).contains("not supported"));
         assert!(reason(json!({"kty":"OKP","crv":"X25519","x":X32})).contains("not supported"));
         assert!(reason(json!({"kty":"oct","k":X32})).contains("secret"));
         assert!(reason(json!({"kty":"PQC","x":"1"})).starts_with("skipped"));
-        assert!(
-            reason(json!({"kty":"RSA","n":n,"e":"AQAB","alg":"none"})).contains("not supported")
-        );
+        assert!(reason(json!({"kty":"RSA","n":n,"e":"AQAB","alg":"none"})).contains("not supported"));
         match parse_jwk(
             &json!({"kty":"RSA","n":n,"e":"AQAB","kid":"k"}),
             KeyOrigin::Remote,

@@ -1,5 +1,6 @@
 //! Remote key sets: a JWKS URL or OIDC discovery, refreshed with care.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,7 @@ pub(crate) struct RemoteKeySet {
     client: reqwest::Client,
     state: RwLock<State>,
     fetching: tokio::sync::Mutex<()>,
+    background: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -110,17 +112,23 @@ impl RemoteKeySet {
             client,
             state: RwLock::new(State::default()),
             fetching: tokio::sync::Mutex::new(()),
+            background: AtomicBool::new(false),
         })
     }
 
     /// The key for a token, fetching the set when it is missing, stale, or
     /// lacks the `kid` (at most once per cooldown).
-    pub(crate) async fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>> {
+    ///
+    /// A stale set that holds the key answers at once and is refreshed in
+    /// the background, so a hanging endpoint never holds up known keys.
+    pub(crate) async fn find(self: &Arc<Self>, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>> {
         let snapshot = self.snapshot();
         if let Some(keys) = &snapshot.keys
             && let Some(key) = keys.find(kid, alg)
-            && !snapshot.stale
         {
+            if snapshot.stale {
+                self.refresh_in_background(snapshot.generation);
+            }
             return Ok(key);
         }
         self.refresh(snapshot.generation).await;
@@ -145,9 +153,7 @@ impl RemoteKeySet {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -159,6 +165,21 @@ impl RemoteKeySet {
                 .fetched_at
                 .is_none_or(|at| at.elapsed() >= self.options.max_age),
         }
+    }
+
+    /// Starts one background refresh unless one is already under way.
+    fn refresh_in_background(self: &Arc<Self>, seen: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime to run it on: the next unknown kid refreshes
+        };
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        runtime.spawn(async move {
+            this.refresh(seen).await;
+            this.background.store(false, Ordering::Release);
+        });
     }
 
     async fn refresh(&self, seen: u64) {
@@ -232,12 +253,7 @@ impl RemoteKeySet {
         doc.get("jwks_uri")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::KeySetUnavailable,
-                    format!("{url} has no `jwks_uri`"),
-                )
-            })
+            .ok_or_else(|| Error::new(ErrorKind::KeySetUnavailable, format!("{url} has no `jwks_uri`")))
     }
 
     /// A GET that accepts only 200, follows no redirect, and reads at most
@@ -267,9 +283,11 @@ impl RemoteKeySet {
             )));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
-            unavailable(format!("GET {url}: reading the body failed")).with_source(e)
-        })? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| unavailable(format!("GET {url}: reading the body failed")).with_source(e))?
+        {
             if body.len() + chunk.len() > max {
                 return Err(unavailable(format!(
                     "GET {url}: the body is larger than {max} bytes"

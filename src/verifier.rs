@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -43,7 +43,7 @@ struct IssuerKeys {
 
 enum Keys {
     Static(KeySet),
-    Remote(RemoteKeySet),
+    Remote(Arc<RemoteKeySet>),
 }
 
 impl std::fmt::Debug for Verifier {
@@ -65,6 +65,7 @@ pub struct VerifierBuilder {
     header: TokenHeader,
     max_size: usize,
     cache_capacity: u64,
+    cache_ttl: Duration,
 }
 
 impl Verifier {
@@ -75,6 +76,7 @@ impl Verifier {
             header: TokenHeader::default(),
             max_size: 8 * 1024,
             cache_capacity: 10_000,
+            cache_ttl: Duration::from_secs(600),
         }
     }
 
@@ -84,9 +86,23 @@ impl Verifier {
     }
 
     /// Extracts the token from the headers and verifies it.
-    pub async fn verify_headers(&self, headers: &dyn Extractor) -> Result<AuthContext> {
-        let token = self.inner.header.extract(headers, self.inner.max_size)?;
-        self.verify(token).await
+    /// The token is copied out before anything waits, so the future is
+    /// `Send` whatever the carrier.
+    pub fn verify_headers(
+        &self,
+        headers: &dyn Extractor,
+    ) -> impl Future<Output = Result<AuthContext>> + Send + '_ {
+        let token = self.extract(headers);
+        async move { self.verify(&token?).await }
+    }
+
+    /// Extracts the token from the headers, without verifying it.
+    pub fn extract(&self, headers: &dyn Extractor) -> Result<String> {
+        Ok(self
+            .inner
+            .header
+            .extract(headers, self.inner.max_size)?
+            .to_owned())
     }
 
     /// Verifies a token against the current time.
@@ -101,10 +117,7 @@ impl Verifier {
         if token.len() > max {
             return Err(Error::new(
                 ErrorKind::TooLarge,
-                format!(
-                    "the token is {} bytes, more than the {max} allowed",
-                    token.len()
-                ),
+                format!("the token is {} bytes, more than the {max} allowed", token.len()),
             ));
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -122,8 +135,7 @@ impl Verifier {
     async fn verify_signed(&self, token: &str) -> Result<Verified> {
         let compact = jose::split(token)?;
         let header = jose::parse_header(compact.header)?;
-        let payload =
-            jose::parse_object(&jose::decode_part(compact.payload, "payload")?, "payload")?;
+        let payload = jose::parse_object(&jose::decode_part(compact.payload, "payload")?, "payload")?;
         let claims = Claims::parse(payload)?;
         let Some(issuer) = self.inner.issuers.get(claims.issuer()) else {
             return Err(Error::new(
@@ -224,6 +236,13 @@ impl VerifierBuilder {
         self
     }
 
+    /// How long a verified token is remembered at most (10 min), so a key
+    /// removed from its set stops vouching for cached tokens in time.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
     /// Checks the configuration and builds the verifier.
     pub fn build(self) -> Result<Verifier> {
         if self.issuers.is_empty() {
@@ -238,13 +257,10 @@ impl VerifierBuilder {
             let keys = match &issuer.keys {
                 KeySource::Static(set) => Keys::Static(set.clone()),
                 KeySource::Remote(location, options) => {
-                    Keys::Remote(RemoteKeySet::new(location.clone(), options.clone())?)
+                    Keys::Remote(Arc::new(RemoteKeySet::new(location.clone(), options.clone())?))
                 }
                 KeySource::None => {
-                    return Err(Error::new(
-                        ErrorKind::Configuration,
-                        "an issuer has no keys",
-                    ));
+                    return Err(Error::new(ErrorKind::Configuration, "an issuer has no keys"));
                 }
             };
             let name = issuer.issuer.clone();
@@ -259,7 +275,12 @@ impl VerifierBuilder {
                 ));
             }
         }
-        let cache = (self.cache_capacity > 0).then(|| moka::sync::Cache::new(self.cache_capacity));
+        let cache = (self.cache_capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(self.cache_capacity)
+                .time_to_live(self.cache_ttl)
+                .build()
+        });
         Ok(Verifier {
             inner: Arc::new(Inner {
                 issuers,
@@ -304,9 +325,7 @@ fn check_typ(config: &Issuer, typ: Option<&str>) -> Result<()> {
     let normal = |t: &str| {
         let t = t.trim();
         match t.get(..12) {
-            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => {
-                t[12..].to_ascii_lowercase()
-            }
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => t[12..].to_ascii_lowercase(),
             _ => t.to_ascii_lowercase(),
         }
     };
@@ -340,7 +359,7 @@ fn check_lifetime(config: &Issuer, claims: &Claims) -> Result<()> {
         ));
     };
     let lifetime = exp.saturating_sub(iat);
-    if lifetime > max.as_secs() as i64 {
+    if lifetime > i64::try_from(max.as_secs()).unwrap_or(i64::MAX) {
         return Err(Error::new(
             ErrorKind::InvalidClaim,
             format!(
@@ -364,7 +383,7 @@ fn check_time(context: AuthContext, now: i64) -> Result<AuthContext> {
             ErrorKind::NotYetValid,
             format!(
                 "the token is not valid before {nbf}, {} s from now",
-                nbf - now
+                nbf.saturating_sub(now)
             ),
         ));
     }
@@ -375,7 +394,7 @@ fn check_time(context: AuthContext, now: i64) -> Result<AuthContext> {
             ErrorKind::IssuedInFuture,
             format!(
                 "the token claims to be issued at {iat}, {} s in the future",
-                iat - now
+                iat.saturating_sub(now)
             ),
         ));
     }
@@ -392,7 +411,7 @@ fn check_time(context: AuthContext, now: i64) -> Result<AuthContext> {
     Ok(context)
 }
 
-fn unix_seconds(t: SystemTime) -> i64 {
+pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),

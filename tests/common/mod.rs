@@ -83,11 +83,7 @@ impl Signer {
 
     /// `rsa2048-a.pem`, RS256, kid `rsa-a`.
     pub fn rsa_a() -> Self {
-        Self::new(
-            Algorithm::RS256,
-            Some("rsa-a"),
-            Self::rsa_pem("rsa2048-a.pem"),
-        )
+        Self::new(Algorithm::RS256, Some("rsa-a"), Self::rsa_pem("rsa2048-a.pem"))
     }
 
     /// `rsa2048-a.pem` with another RSA algorithm (RS384, RS512, PS256, ...),
@@ -103,11 +99,7 @@ impl Signer {
 
     /// `rsa2048-b.pem`, PS256, kid `rsa-b` (the rotation key).
     pub fn rsa_b() -> Self {
-        Self::new(
-            Algorithm::PS256,
-            Some("rsa-b"),
-            Self::rsa_pem("rsa2048-b.pem"),
-        )
+        Self::new(Algorithm::PS256, Some("rsa-b"), Self::rsa_pem("rsa2048-b.pem"))
     }
 
     /// `ec256.pem` (P-256), ES256, kid `ec256`.
