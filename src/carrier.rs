@@ -154,10 +154,7 @@ mod tests {
         h.append("AUTHORIZATION", "b");
         h.append("x-other", "c");
         h.set("Authorization", "Bearer t").unwrap();
-        assert_eq!(
-            h.get_all("authorization"),
-            vec![HeaderValue::Bytes(b"Bearer t")]
-        );
+        assert_eq!(h.get_all("authorization"), vec![HeaderValue::Bytes(b"Bearer t")]);
         assert_eq!(h.get("x-other"), Some(&b"c"[..]));
     }
 

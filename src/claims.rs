@@ -172,8 +172,10 @@ mod tests {
 
     #[test]
     fn typed_registered_claims() {
-        let c = parse(json!({"iss":"i","sub":"alice","aud":["a","b"],"exp":10,"nbf":1.9,"iat":1,"extra":{"x":1}}))
-            .unwrap();
+        let c = parse(
+            json!({"iss":"i","sub":"alice","aud":["a","b"],"exp":10,"nbf":1.9,"iat":1,"extra":{"x":1}}),
+        )
+        .unwrap();
         assert_eq!(c.issuer(), "i");
         assert_eq!(c.subject(), Some("alice"));
         assert_eq!(c.audience(), ["a", "b"]);
@@ -182,10 +184,7 @@ mod tests {
             (Some(10), Some(1), Some(1))
         );
         assert_eq!(c.get("extra"), Some(&json!({"x":1})));
-        assert_eq!(
-            parse(json!({"iss":"i","aud":"a"})).unwrap().audience(),
-            ["a"]
-        );
+        assert_eq!(parse(json!({"iss":"i","aud":"a"})).unwrap().audience(), ["a"]);
     }
 
     #[test]
@@ -194,19 +193,13 @@ mod tests {
         assert_eq!(kind(json!({"iss":{"a":1}})), ErrorKind::InvalidIssuer);
         assert_eq!(kind(json!({"aud":"a"})), ErrorKind::InvalidIssuer);
         assert_eq!(kind(json!({"iss":"i","aud":7})), ErrorKind::InvalidAudience);
-        assert_eq!(
-            kind(json!({"iss":"i","aud":["a",7]})),
-            ErrorKind::InvalidAudience
-        );
+        assert_eq!(kind(json!({"iss":"i","aud":["a",7]})), ErrorKind::InvalidAudience);
         assert_eq!(
             kind(json!({"iss":"i","exp":"1700000000"})),
             ErrorKind::InvalidClaim
         );
         assert_eq!(kind(json!({"iss":"i","nbf":true})), ErrorKind::InvalidClaim);
-        assert_eq!(
-            kind(json!({"iss":"i","iat":1e300})),
-            ErrorKind::InvalidClaim
-        );
+        assert_eq!(kind(json!({"iss":"i","iat":1e300})), ErrorKind::InvalidClaim);
         assert_eq!(kind(json!({"iss":"i","sub":5})), ErrorKind::InvalidClaim);
     }
 

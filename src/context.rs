@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::claims::Claims;
 use crate::error::Result;
@@ -20,6 +21,19 @@ pub(crate) struct Verified {
     pub(crate) issuer: Arc<Issuer>,
 }
 
+/// How a context came to be accepted.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// The token verified and had not expired.
+    Verified,
+    /// The token had expired and an expiry policy accepted it anyway (it was
+    /// valid when the message was published). Never forwarded as-is.
+    Grace,
+    /// The token was exchanged for a fresh one, which verified.
+    Exchanged,
+}
+
 /// A verified identity: the raw token (to propagate it), its claims, the
 /// key that verified it, and its issuer's configuration. Cheap to clone.
 /// `Debug` never shows the token.
@@ -27,6 +41,7 @@ pub(crate) struct Verified {
 pub struct AuthContext {
     token: Arc<str>,
     verified: Arc<Verified>,
+    acceptance: Acceptance,
 }
 
 impl AuthContext {
@@ -34,7 +49,41 @@ impl AuthContext {
         AuthContext {
             token: Arc::from(token),
             verified,
+            acceptance: Acceptance::Verified,
         }
+    }
+
+    /// Marks an expired token as accepted by an expiry policy: a publish
+    /// from its handler must exchange it, never forward it.
+    pub fn into_grace(mut self) -> Self {
+        self.acceptance = Acceptance::Grace;
+        self
+    }
+
+    pub(crate) fn into_exchanged(mut self) -> Self {
+        self.acceptance = Acceptance::Exchanged;
+        self
+    }
+
+    /// How this context was accepted: verified, under grace, or exchanged.
+    pub fn acceptance(&self) -> Acceptance {
+        self.acceptance
+    }
+
+    /// The services that acted for the subject (RFC 8693 §4.1 `act`), the
+    /// most recent first. Empty when the token has no `act` claim.
+    pub fn actors(&self) -> Vec<Actor> {
+        let mut actors = Vec::new();
+        let mut next = self.verified.claims.get("act");
+        while let Some(Value::Object(act)) = next {
+            let text = |name: &str| act.get(name).and_then(Value::as_str).map(str::to_owned);
+            actors.push(Actor {
+                subject: text("sub"),
+                issuer: text("iss"),
+            });
+            next = act.get("act");
+        }
+        actors
     }
 
     /// The raw token, to forward downstream. Never log it.
@@ -89,6 +138,16 @@ impl fmt::Debug for AuthContext {
             .field("exp", &claims.expires_at())
             .field("kid", &self.verified.kid)
             .field("alg", &self.verified.alg)
+            .field("acceptance", &self.acceptance)
             .finish()
     }
+}
+
+/// One party in a delegation chain (an `act` claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The actor's `sub`, usually a service's client id.
+    pub subject: Option<String>,
+    /// The actor's `iss`, when given.
+    pub issuer: Option<String>,
 }

@@ -1,6 +1,8 @@
 //! The error type of verification, and its three classes.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::AuthContext;
 
@@ -8,6 +10,7 @@ use crate::AuthContext;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong. Each kind belongs to one [`ErrorClass`].
 #[non_exhaustive]
@@ -58,6 +61,17 @@ pub enum ErrorKind {
     NestedToken,
     /// The key set could not be fetched: retry later.
     KeySetUnavailable,
+    /// The token service refused the exchange (`invalid_grant`,
+    /// `invalid_target`, `invalid_request`, `invalid_scope`).
+    ExchangeDenied,
+    /// The token service is unreachable, slow, or answered 5xx or 429.
+    ExchangeUnavailable,
+    /// The token service refused our client (`invalid_client`,
+    /// `unauthorized_client`, HTTP 401, or HTTP 403 without an OAuth error
+    /// code).
+    ExchangeUnauthorized,
+    /// The user's handler failed (after its retries).
+    Handler,
     /// A configured key is unusable (weak, wrong curve, bad encoding).
     InvalidKey,
     /// The setup is wrong (no issuer, bad option, crypto backend missing).
@@ -68,8 +82,10 @@ impl ErrorKind {
     /// The class of this kind: what a consumer should do with the message.
     pub fn class(self) -> ErrorClass {
         match self {
-            ErrorKind::KeySetUnavailable => ErrorClass::Transient,
-            ErrorKind::InvalidKey | ErrorKind::Configuration => ErrorClass::Configuration,
+            ErrorKind::KeySetUnavailable | ErrorKind::ExchangeUnavailable => ErrorClass::Transient,
+            ErrorKind::InvalidKey | ErrorKind::Configuration | ErrorKind::ExchangeUnauthorized => {
+                ErrorClass::Configuration
+            }
             _ => ErrorClass::Permanent,
         }
     }
@@ -99,6 +115,10 @@ impl ErrorKind {
             ErrorKind::ForbiddenHeader => "ForbiddenHeader",
             ErrorKind::NestedToken => "NestedToken",
             ErrorKind::KeySetUnavailable => "KeySetUnavailable",
+            ErrorKind::ExchangeDenied => "ExchangeDenied",
+            ErrorKind::ExchangeUnavailable => "ExchangeUnavailable",
+            ErrorKind::ExchangeUnauthorized => "ExchangeUnauthorized",
+            ErrorKind::Handler => "Handler",
             ErrorKind::InvalidKey => "InvalidKey",
             ErrorKind::Configuration => "Configuration",
         }
@@ -142,39 +162,57 @@ impl fmt::Display for ErrorClass {
 /// A verification failure: its [`kind`](Error::kind), its
 /// [`class`](Error::class), a message naming what failed (never the token),
 /// and the underlying error when there is one.
+///
+/// Cloning is cheap: clones share the message, the source and the expired
+/// context, so one failure can be handed to every caller that waited on it.
+#[derive(Clone)]
 pub struct Error {
-    inner: Box<Inner>,
+    inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     kind: ErrorKind,
     message: String,
-    source: Option<BoxError>,
+    source: Option<SharedError>,
     expired: Option<AuthContext>,
+    retry_after: Option<Duration>,
 }
 
 impl Error {
     /// An error of `kind` with a message saying what failed.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
-            inner: Box::new(Inner {
+            inner: Arc::new(Inner {
                 kind,
                 message: message.into(),
                 source: None,
                 expired: None,
+                retry_after: None,
             }),
         }
     }
 
     /// Attaches the underlying error.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.inner.source = Some(source.into());
+        Arc::make_mut(&mut self.inner).source = Some(Arc::from(source.into()));
         self
+    }
+
+    /// Says how long to wait before retrying (a `Retry-After` answer).
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        Arc::make_mut(&mut self.inner).retry_after = Some(delay);
+        self
+    }
+
+    /// How long the failed dependency asked us to wait, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
     }
 
     pub(crate) fn expired(context: AuthContext, message: String) -> Self {
         let mut error = Error::new(ErrorKind::Expired, message);
-        error.inner.expired = Some(context);
+        Arc::make_mut(&mut error.inner).expired = Some(context);
         error
     }
 
@@ -199,9 +237,13 @@ impl Error {
         self.inner.expired.as_ref()
     }
 
-    /// Takes the verified context of an expired token out of the error.
+    /// Takes the verified context of an expired token out of the error
+    /// (a copy, if a clone of the error still shares it).
     pub fn into_expired_context(self) -> Option<AuthContext> {
-        self.inner.expired
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.expired,
+            Err(shared) => shared.expired.clone(),
+        }
     }
 }
 
@@ -228,8 +270,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.inner
             .source
-            .as_ref()
-            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -237,11 +279,7 @@ impl std::error::Error for Error {
 /// message: escaped, and cut to 64 characters so hostile input stays short.
 pub(crate) fn quote(value: &str) -> String {
     const MAX: usize = 64;
-    let mut out: String = value
-        .chars()
-        .take(MAX)
-        .flat_map(char::escape_debug)
-        .collect();
+    let mut out: String = value.chars().take(MAX).flat_map(char::escape_debug).collect();
     if value.chars().nth(MAX).is_some() {
         out.push('…');
     }
@@ -267,6 +305,24 @@ mod tests {
         let q = quote(&long);
         assert!(q.len() < 80, "{q}");
         assert!(q.ends_with("…`"));
+    }
+
+    #[test]
+    fn clones_share_the_message_source_and_delay() {
+        let e = Error::new(ErrorKind::ExchangeUnavailable, "down")
+            .with_source(std::io::Error::other("connection refused"))
+            .with_retry_after(Duration::from_secs(7));
+        let clone = e.clone();
+        drop(e);
+        assert_eq!(clone.kind(), ErrorKind::ExchangeUnavailable);
+        assert_eq!(clone.message(), "down");
+        assert_eq!(clone.retry_after(), Some(Duration::from_secs(7)));
+        let source = std::error::Error::source(&clone).expect("source");
+        assert_eq!(source.to_string(), "connection refused");
+        // A builder on a shared error changes only its own copy.
+        let later = clone.clone().with_retry_after(Duration::from_secs(1));
+        assert_eq!(later.retry_after(), Some(Duration::from_secs(1)));
+        assert_eq!(clone.retry_after(), Some(Duration::from_secs(7)));
     }
 
     #[test]

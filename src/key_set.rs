@@ -105,16 +105,12 @@ pub fn check_jwks(json: &[u8], remote: bool) -> Result<Vec<JwkCheck>> {
     } else {
         KeyOrigin::Local
     };
-    Ok(check(json, origin)?
-        .into_iter()
-        .map(|(check, _)| check)
-        .collect())
+    Ok(check(json, origin)?.into_iter().map(|(check, _)| check).collect())
 }
 
 fn check(json: &[u8], origin: KeyOrigin) -> Result<Vec<(JwkCheck, Option<Key>)>> {
-    let doc: Value = serde_json::from_slice(json).map_err(|e| {
-        Error::new(ErrorKind::InvalidKey, "the key set is not valid JSON").with_source(e)
-    })?;
+    let doc: Value = serde_json::from_slice(json)
+        .map_err(|e| Error::new(ErrorKind::InvalidKey, "the key set is not valid JSON").with_source(e))?;
     let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
         return Err(Error::new(
             ErrorKind::InvalidKey,
@@ -160,10 +156,7 @@ pub(crate) fn parse_jwks(json: &[u8], origin: KeyOrigin, strict: bool) -> Result
                 tracing::warn!(kid = %kid, %reason, "skipping a JWK that is not a signature key")
             }
             JwkOutcome::Rejected(reason) if strict => {
-                return Err(Error::new(
-                    ErrorKind::InvalidKey,
-                    format!("key {kid}: {reason}"),
-                ));
+                return Err(Error::new(ErrorKind::InvalidKey, format!("key {kid}: {reason}")));
             }
             JwkOutcome::Rejected(reason) => {
                 tracing::warn!(kid = %kid, %reason, "skipping a JWK that is refused")
@@ -213,8 +206,7 @@ mod tests {
             1
         );
         assert!(
-            check_jwks(doc.as_bytes(), true).unwrap()[0].outcome
-                != JwkOutcome::Accepted(Algorithm::HS256)
+            check_jwks(doc.as_bytes(), true).unwrap()[0].outcome != JwkOutcome::Accepted(Algorithm::HS256)
         );
         // Locally an oct key is fine (32 bytes).
         assert_eq!(KeySet::from_jwks(doc.as_bytes()).unwrap().len(), 2);
@@ -233,8 +225,7 @@ mod tests {
         // algorithm is reported as a mismatch, not as an unknown key.
         assert!(one.find(None, Algorithm::ES256).is_some());
         assert!(one.find(Some("b"), Algorithm::EdDSA).is_none());
-        let two = KeySet::from_jwks(format!(r#"{{"keys":[{},{}]}}"#, ed("a"), ed("b")).as_bytes())
-            .unwrap();
+        let two = KeySet::from_jwks(format!(r#"{{"keys":[{},{}]}}"#, ed("a"), ed("b")).as_bytes()).unwrap();
         assert!(two.find(None, Algorithm::EdDSA).is_none());
         assert!(two.find(Some("b"), Algorithm::EdDSA).is_some());
     }

@@ -18,8 +18,9 @@
 //! |---|---|---|
 //! | `aws-lc-rs` | yes | signature checks through aws-lc-rs (RS256 ≈ 15× faster than pure Rust) |
 //! | `rust-crypto` | no | signature checks in pure Rust, for targets without a C compiler |
+//! | `testing` | no | the development token service `jwt_relay::testing::DevSts`, for tests and local development (and development keys, `jwt_relay::testing::PrivateKey`) |
 //!
-//! Enable exactly one backend.
+//! Enable exactly one backend (`aws-lc-rs` or `rust-crypto`).
 //!
 //! ## Example
 //!
@@ -54,29 +55,66 @@
 //! ten minutes, refetched (at most once per 30 s, one fetch shared by all
 //! callers) for an unknown `kid`, and kept serving while its endpoint is down.
 
+mod ambient;
+mod backoff;
 mod carrier;
 mod claims;
+mod consume_error;
 mod context;
+mod dead_letter;
 mod error;
+mod exchange;
+mod failure;
+mod guard;
+mod handler;
+mod http;
 mod issuer;
 mod jose;
 mod key;
 mod key_set;
+pub mod memory;
+mod policy;
+mod propagator;
+mod publish_error;
 mod remote;
 mod token_header;
 mod verifier;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use ambient::{WithIdentity, current, scope};
+pub use backoff::Backoff;
 pub use carrier::{Extractor, HeaderValue, Headers, InjectError, Injector};
 pub use claims::Claims;
-pub use context::AuthContext;
+pub use consume_error::{ConsumeError, ConsumeErrorKind};
+pub use context::{Acceptance, Actor, AuthContext};
+pub use dead_letter::{
+    ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, REASON_CLASS, REASON_KIND, REASON_MESSAGE,
+    REASON_TIME, dead_letter_headers, keep_in_dead_letter, reason_headers,
+};
 pub use error::{Error, ErrorClass, ErrorKind, Result};
+pub use exchange::{
+    ACCESS_TOKEN_TYPE, ClientAuth, Exchange, ExchangeCache, ExchangeRequest, IssuedToken, JWT_TOKEN_TYPE,
+    Rfc8693Client, Rfc8693ClientBuilder, TokenExchanger,
+};
+pub use guard::{Guard, GuardBuilder, MessageInfo};
+pub use handler::{HandlerVerdict, after_handler_failure, run_handler};
 pub use issuer::{Issuer, MAX_LEEWAY, dangerous};
 pub use jsonwebtoken::Algorithm;
 pub use key::{Key, alg_name};
 pub use key_set::{JwkCheck, JwkOutcome, KeySet, check_jwks};
+pub use policy::{ExpiredToken, ExpiryPolicy, Grace, Or, Outcome, PublishTime, Reject, TimestampSource};
+pub use propagator::{Propagator, PropagatorBuilder};
+pub use publish_error::{PublishError, PublishErrorKind};
 pub use remote::RemoteOptions;
 pub use token_header::TokenHeader;
 pub use verifier::{Verifier, VerifierBuilder, now_unix};
 
 /// Re-exported so users can build keys and tokens with the same version.
 pub use jsonwebtoken;
+
+/// The README's Rust snippets compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

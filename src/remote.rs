@@ -8,6 +8,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result, quote};
+use crate::http::read_capped;
 use crate::key::{Key, KeyOrigin};
 use crate::key_set::{KeySet, parse_jwks};
 
@@ -276,26 +277,9 @@ impl RemoteKeySet {
             };
             return Err(unavailable(format!("GET {url} answered {status}{what}")));
         }
-        let max = self.options.max_body;
-        if response.content_length().is_some_and(|n| n > max as u64) {
-            return Err(unavailable(format!(
-                "GET {url}: the body is larger than {max} bytes"
-            )));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        read_capped(&mut response, self.options.max_body)
             .await
-            .map_err(|e| unavailable(format!("GET {url}: reading the body failed")).with_source(e))?
-        {
-            if body.len() + chunk.len() > max {
-                return Err(unavailable(format!(
-                    "GET {url}: the body is larger than {max} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+            .map_err(|e| unavailable(format!("GET {url}: {e}")).with_source(e))
     }
 
     fn describe(&self) -> String {

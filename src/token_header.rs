@@ -69,10 +69,7 @@ impl TokenHeader {
         let name = &self.name;
         let bytes = match carrier.get_all(name).as_slice() {
             [] => {
-                return Err(Error::new(
-                    ErrorKind::Missing,
-                    format!("no `{name}` header"),
-                ));
+                return Err(Error::new(ErrorKind::Missing, format!("no `{name}` header")));
             }
             [HeaderValue::Bytes(bytes)] => *bytes,
             [HeaderValue::Null] => {
@@ -173,14 +170,8 @@ mod tests {
 
     #[test]
     fn reads_bearer_in_any_casing() {
-        assert_eq!(
-            extract(&with("Authorization", b"Bearer a.b.c")).unwrap(),
-            "a.b.c"
-        );
-        assert_eq!(
-            extract(&with("authorization", b"bearer a.b.c")).unwrap(),
-            "a.b.c"
-        );
+        assert_eq!(extract(&with("Authorization", b"Bearer a.b.c")).unwrap(), "a.b.c");
+        assert_eq!(extract(&with("authorization", b"bearer a.b.c")).unwrap(), "a.b.c");
         assert_eq!(
             extract(&with("AUTHORIZATION", b"BEARER  a.b.c")).unwrap(),
             "a.b.c"
@@ -191,14 +182,8 @@ mod tests {
     fn rejects_each_bad_shape_with_its_kind() {
         assert_eq!(kind(&Headers::new()), ErrorKind::Missing);
         assert_eq!(kind(&with("Authorization", b"")), ErrorKind::EmptyToken);
-        assert_eq!(
-            kind(&with("Authorization", b"Bearer ")),
-            ErrorKind::EmptyToken
-        );
-        assert_eq!(
-            kind(&with("Authorization", b"Bearer")),
-            ErrorKind::EmptyToken
-        );
+        assert_eq!(kind(&with("Authorization", b"Bearer ")), ErrorKind::EmptyToken);
+        assert_eq!(kind(&with("Authorization", b"Bearer")), ErrorKind::EmptyToken);
         assert_eq!(
             kind(&with("Authorization", b"Basic dXNlcg==")),
             ErrorKind::InvalidScheme

@@ -120,14 +120,19 @@ impl Verifier {
                 format!("the token is {} bytes, more than the {max} allowed", token.len()),
             ));
         }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(verified) = self.inner.cache.as_ref().and_then(|c| c.get(&digest)) {
+        let Some(cache) = &self.inner.cache else {
+            let verified = Arc::new(self.verify_signed(token).await?);
             return check_time(AuthContext::new(token, verified), now);
-        }
-        let verified = Arc::new(self.verify_signed(token).await?);
-        if let Some(cache) = &self.inner.cache {
-            cache.insert(digest, verified.clone());
-        }
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let verified = match cache.get(&digest) {
+            Some(verified) => verified,
+            None => {
+                let verified = Arc::new(self.verify_signed(token).await?);
+                cache.insert(digest, verified.clone());
+                verified
+            }
+        };
         check_time(AuthContext::new(token, verified), now)
     }
 
@@ -306,13 +311,19 @@ fn check_audience(config: &Issuer, claims: &Claims) -> Result<()> {
     if aud.iter().any(|a| config.audiences.contains(a)) {
         return Ok(());
     }
-    let theirs: Vec<_> = aud.iter().take(5).map(|a| quote(a)).collect();
+    let list = |auds: &[String]| {
+        auds.iter()
+            .take(5)
+            .map(|a| quote(a))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     Err(Error::new(
         ErrorKind::InvalidAudience,
         format!(
-            "the token is for {}, not for {:?} (issuer `{}`)",
-            theirs.join(", "),
-            config.audiences,
+            "the token is for {}, not for {} (issuer `{}`)",
+            list(aud),
+            list(&config.audiences),
             config.issuer
         ),
     ))

@@ -5,9 +5,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use jwt_relay::Algorithm;
+use jwt_relay::testing::PrivateKey;
 use serde_json::{Value, json};
 
-use crate::private_key::PrivateKey;
 use crate::{Failure, parse_alg, print_line};
 
 /// Options of `jwt-relay keygen`.
@@ -39,12 +39,18 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
             )));
         }
     }
-    let key = PrivateKey::generate(args.alg)?;
-    let public = json!({ "keys": [key.public_jwk(&args.kid, args.alg)?] });
-    write_new(&private_path, &key.private_jwk(&args.kid, args.alg)?, 0o600)?;
+    let key = PrivateKey::generate(args.alg).map_err(key_failure)?;
+    let public = json!({ "keys": [key.public_jwk(&args.kid, args.alg).map_err(key_failure)?] });
+    let private = key.private_jwk(&args.kid, args.alg).map_err(key_failure)?;
+    write_new(&private_path, &private, 0o600)?;
     write_new(&public_path, &public, 0o644)?;
     print_line(private_path.display())?;
     print_line(public_path.display())
+}
+
+/// A key error, said as its message alone (without the kind).
+pub(crate) fn key_failure(e: jwt_relay::Error) -> Failure {
+    Failure::new(e.message())
 }
 
 /// A kid that is safe as a file name: no separator, no control character,

@@ -6,10 +6,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwt_relay::jsonwebtoken::crypto::CryptoProvider;
 use jwt_relay::jsonwebtoken::{AlgorithmFamily, EncodingKey, Header};
+use jwt_relay::testing::PrivateKey;
 use jwt_relay::{Algorithm, alg_name, now_unix};
 use serde_json::{Map, Value};
 
-use crate::private_key::PrivateKey;
+// `pub(crate)`: guard_args.rs reads `grace:<duration>` with it too.
+pub(crate) use crate::duration::parse_ttl;
+use crate::keygen::key_failure;
 use crate::{Failure, parse_alg, print_line};
 
 /// Options of `jwt-relay mint`.
@@ -78,7 +81,8 @@ fn load_key(args: &Args) -> Result<(EncodingKey, Algorithm, Option<String>), Fai
     let path = args.key.display();
     let bytes = std::fs::read(&args.key).map_err(|e| Failure::new(format!("cannot read {path}: {e}")))?;
     if let Ok(jwk) = serde_json::from_slice::<Value>(&bytes) {
-        let key = PrivateKey::from_jwk(&jwk).map_err(|e| Failure::new(format!("the JWK in {path}: {e}")))?;
+        let key = PrivateKey::from_jwk(&jwk)
+            .map_err(|e| Failure::new(format!("the JWK in {path}: {}", e.message())))?;
         let alg = match (args.alg, jwk.get("alg").and_then(Value::as_str)) {
             (Some(alg), _) => alg,
             (None, Some(name)) => parse_alg(name).map_err(Failure::new)?,
@@ -94,7 +98,7 @@ fn load_key(args: &Args) -> Result<(EncodingKey, Algorithm, Option<String>), Fai
             .kid
             .clone()
             .or_else(|| jwk.get("kid").and_then(Value::as_str).map(str::to_owned));
-        return Ok((key.encoding_key()?, alg, kid));
+        return Ok((key.encoding_key().map_err(key_failure)?, alg, kid));
     }
     let Some(alg) = args.alg else {
         return Err(Failure::new(format!(
@@ -128,31 +132,6 @@ fn token_id() -> Result<String, Failure> {
     Ok(URL_SAFE_NO_PAD.encode(id))
 }
 
-/// `30s`, `5m`, `1h`, `90` (seconds), with an optional leading `-`.
-fn parse_ttl(text: &str) -> Result<i64, String> {
-    let bad = || format!("`{text}` is not a duration like 30s, 5m, 1h or -10m");
-    let (negative, rest) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (digits, unit) = match rest.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => rest.split_at(at),
-        None => (rest, "s"),
-    };
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(bad()),
-    };
-    let seconds = digits
-        .parse::<i64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(bad)?;
-    Ok(if negative { -seconds } else { seconds })
-}
-
 /// `name=value`: the value as JSON if it parses, else as a string.
 fn parse_claim(text: &str) -> Result<(String, Value), String> {
     let Some((name, value)) = text.split_once('=') else {
@@ -168,18 +147,6 @@ fn parse_claim(text: &str) -> Result<(String, Value), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ttl() {
-        assert_eq!(parse_ttl("30s"), Ok(30));
-        assert_eq!(parse_ttl("5m"), Ok(300));
-        assert_eq!(parse_ttl("1h"), Ok(3600));
-        assert_eq!(parse_ttl("90"), Ok(90));
-        assert_eq!(parse_ttl("-10m"), Ok(-600));
-        for bad in ["", "-", "m", "5d", "1.5h", "--5m", "5 m", "99999999999999999999h"] {
-            assert!(parse_ttl(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn claim_values_are_json_or_strings() {

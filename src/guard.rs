@@ -1,0 +1,207 @@
+//! The consume side: extract, verify, ask the expiry policy, and decide.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::backoff::Backoff;
+use crate::carrier::Extractor;
+use crate::context::Acceptance;
+use crate::error::ErrorKind;
+use crate::policy::{DynPolicy, ExpiredToken, ExpiryPolicy, Outcome, PublishTime, Reject};
+use crate::verifier::Verifier;
+
+/// What the Guard needs to know about a message besides its headers.
+#[derive(Debug, Clone, Default)]
+pub struct MessageInfo {
+    /// Where it was consumed from: topic, queue or subject.
+    pub destination: String,
+    /// When it was published, and who set that time.
+    pub published: Option<PublishTime>,
+    /// How many times it was delivered before (0 the first time), for backoff.
+    pub attempt: u32,
+}
+
+impl MessageInfo {
+    /// A message from `destination`, first delivery, publish time unknown.
+    pub fn new(destination: impl Into<String>) -> Self {
+        MessageInfo {
+            destination: destination.into(),
+            ..MessageInfo::default()
+        }
+    }
+
+    /// Sets the publish time.
+    pub fn published(mut self, published: PublishTime) -> Self {
+        self.published = Some(published);
+        self
+    }
+
+    /// Sets the delivery attempt (0 the first time).
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+}
+
+/// Turns a message's headers into exactly one [`Outcome`]: extract →
+/// verify → on `Expired`, the expiry policy (per destination, else per
+/// issuer, else the default, [`Reject`]). Adapters map the outcome onto
+/// their broker and nothing else. Cheap to clone.
+#[derive(Clone)]
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    verifier: Verifier,
+    default: Arc<dyn DynPolicy>,
+    by_issuer: HashMap<String, Arc<dyn DynPolicy>>,
+    by_destination: HashMap<String, Arc<dyn DynPolicy>>,
+    backoff: Backoff,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("verifier", &self.inner.verifier)
+            .field(
+                "issuer_policies",
+                &self.inner.by_issuer.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "destination_policies",
+                &self.inner.by_destination.keys().collect::<Vec<_>>(),
+            )
+            .field("backoff", &self.inner.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Guard`].
+pub struct GuardBuilder {
+    inner: Inner,
+}
+
+impl std::fmt::Debug for GuardBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardBuilder").finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// A guard that rejects expired tokens.
+    pub fn new(verifier: Verifier) -> Guard {
+        Guard::builder(verifier).build()
+    }
+
+    /// Starts a guard over this verifier.
+    pub fn builder(verifier: Verifier) -> GuardBuilder {
+        GuardBuilder {
+            inner: Inner {
+                verifier,
+                default: Arc::new(Reject),
+                by_issuer: HashMap::new(),
+                by_destination: HashMap::new(),
+                backoff: Backoff::default(),
+            },
+        }
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.inner.verifier
+    }
+
+    /// The backoff used for transient failures.
+    pub fn backoff(&self) -> Backoff {
+        self.inner.backoff
+    }
+
+    /// Decides on one message. The token is copied out of the headers before
+    /// anything waits, so the future is `Send` whatever the carrier.
+    pub fn check(
+        &self,
+        headers: &dyn Extractor,
+        info: &MessageInfo,
+    ) -> impl Future<Output = Outcome> + Send + '_ {
+        let token = self.inner.verifier.extract(headers);
+        let info = info.clone();
+        async move {
+            let inner = &self.inner;
+            let retry = inner.backoff.delay(info.attempt);
+            let token = match token {
+                Ok(token) => token,
+                Err(e) => return Outcome::from_error(e, retry),
+            };
+            let now = SystemTime::now();
+            let error = match inner.verifier.verify_at(&token, now).await {
+                Ok(context) => return Outcome::Accept(context),
+                Err(e) if e.kind() == ErrorKind::Expired => e,
+                Err(e) => return Outcome::from_error(e, retry),
+            };
+            let message = error.message().to_owned();
+            let Some(context) = error.into_expired_context() else {
+                return Outcome::Reject(crate::Error::new(ErrorKind::Expired, message));
+            };
+            let policy = inner
+                .by_destination
+                .get(&info.destination)
+                .or_else(|| inner.by_issuer.get(context.issuer()))
+                .unwrap_or(&inner.default)
+                .clone();
+            let expired = ExpiredToken {
+                message,
+                context,
+                published: info.published,
+                now,
+                destination: info.destination,
+                verifier: inner.verifier.clone(),
+            };
+            match policy.decide_boxed(expired).await {
+                // A policy that lets the expired token itself through accepts it under grace.
+                Outcome::Accept(ctx) if ctx.token() == token && ctx.acceptance() == Acceptance::Verified => {
+                    Outcome::Accept(ctx.into_grace())
+                }
+                outcome => outcome,
+            }
+        }
+    }
+}
+
+impl GuardBuilder {
+    /// The policy for expired tokens not covered by a more specific one.
+    pub fn policy(mut self, policy: impl ExpiryPolicy) -> Self {
+        self.inner.default = Arc::new(policy);
+        self
+    }
+
+    /// The policy for expired tokens of this issuer.
+    pub fn issuer_policy(mut self, issuer: impl Into<String>, policy: impl ExpiryPolicy) -> Self {
+        self.inner.by_issuer.insert(issuer.into(), Arc::new(policy));
+        self
+    }
+
+    /// The policy for expired tokens on messages from this destination
+    /// (it wins over the issuer's).
+    pub fn destination_policy(mut self, destination: impl Into<String>, policy: impl ExpiryPolicy) -> Self {
+        self.inner
+            .by_destination
+            .insert(destination.into(), Arc::new(policy));
+        self
+    }
+
+    /// The backoff for transient failures that do not say how long to wait.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.inner.backoff = backoff;
+        self
+    }
+
+    /// Builds the guard.
+    pub fn build(self) -> Guard {
+        Guard {
+            inner: Arc::new(self.inner),
+        }
+    }
+}

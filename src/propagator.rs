@@ -1,0 +1,198 @@
+//! The publish side: which token a message leaves with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ambient::current;
+use crate::carrier::Injector;
+use crate::context::{Acceptance, AuthContext};
+use crate::exchange::{ExchangeRequest, TokenExchanger};
+use crate::publish_error::{PublishError, PublishErrorKind};
+use crate::token_header::TokenHeader;
+use crate::verifier::now_unix;
+
+/// Chooses the token a published message carries and writes it into the
+/// message's headers: the explicit context if given, else the ambient one
+/// ([`current`](crate::current)), else [`PublishErrorKind::NoIdentity`]
+/// (or no header at all, when anonymous messages are allowed).
+///
+/// By default the token is forwarded unchanged, and every hop verifies the
+/// original. Per destination it can be exchanged for a token whose audience
+/// is the destination service, so no service receives a token meant for
+/// another; and a token about to expire can be exchanged before it leaves.
+#[derive(Debug, Clone)]
+pub struct Propagator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    header: TokenHeader,
+    exchanger: Option<Arc<dyn TokenExchanger>>,
+    audiences: HashMap<String, String>,
+    refresh_ahead: Option<Duration>,
+    allow_anonymous: bool,
+}
+
+/// Builds a [`Propagator`].
+#[derive(Debug, Default)]
+pub struct PropagatorBuilder {
+    header: TokenHeader,
+    exchanger: Option<Arc<dyn TokenExchanger>>,
+    audiences: HashMap<String, String>,
+    refresh_ahead: Option<Duration>,
+    allow_anonymous: bool,
+}
+
+impl Default for Propagator {
+    fn default() -> Self {
+        Propagator::builder().build_unchecked()
+    }
+}
+
+impl Propagator {
+    /// Starts a propagator: forwarding, `Authorization: Bearer`.
+    pub fn builder() -> PropagatorBuilder {
+        PropagatorBuilder::default()
+    }
+
+    /// The header written.
+    pub fn token_header(&self) -> &TokenHeader {
+        &self.inner.header
+    }
+
+    /// The token a message to `destination` leaves with; `None` for an
+    /// anonymous message (no header is written then).
+    pub async fn token_for(
+        &self,
+        destination: &str,
+        explicit: Option<&AuthContext>,
+    ) -> Result<Option<String>, PublishError> {
+        let inner = &self.inner;
+        let Some(context) = explicit.cloned().or_else(current) else {
+            if inner.allow_anonymous {
+                return Ok(None);
+            }
+            return Err(PublishError::new(
+                PublishErrorKind::NoIdentity,
+                format!(
+                    "no identity to publish to `{destination}`: pass a context, or publish from a handler \
+                     (jwt_relay::scope)"
+                ),
+            ));
+        };
+        let audience = inner.audiences.get(destination);
+        let expiring = inner.refresh_ahead.is_some_and(|horizon| {
+            context
+                .claims()
+                .expires_at()
+                .is_some_and(|exp| exp.saturating_sub(now_unix()) < horizon.as_secs() as i64)
+        });
+        let grace = context.acceptance() == Acceptance::Grace;
+        if audience.is_none() && !grace && !expiring {
+            return Ok(Some(context.token().to_owned()));
+        }
+        let Some(exchanger) = &inner.exchanger else {
+            return Err(PublishError::new(
+                PublishErrorKind::GraceNotForwardable,
+                format!(
+                    "the token of `{}` was accepted under grace and cannot be forwarded to `{destination}` \
+                     as-is; configure an exchanger on the propagator",
+                    context.subject().unwrap_or("?")
+                ),
+            ));
+        };
+        let mut request = ExchangeRequest::new(context.token());
+        request.audience.extend(audience.cloned());
+        let issued = exchanger.exchange(&request).await.map_err(|e| {
+            PublishError::new(
+                PublishErrorKind::Exchange,
+                format!("exchanging the token for `{destination}` failed: {e}"),
+            )
+            .with_source(e)
+        })?;
+        Ok(Some(issued.access_token))
+    }
+
+    /// Writes `token` (from [`token_for`](Self::token_for)) into the
+    /// carrier; nothing for `None`.
+    pub fn write(&self, carrier: &mut dyn Injector, token: Option<&str>) -> Result<(), PublishError> {
+        let Some(token) = token else {
+            return Ok(());
+        };
+        self.inner
+            .header
+            .inject(carrier, token)
+            .map_err(|e| PublishError::new(PublishErrorKind::Inject, e.to_string()).with_source(e))
+    }
+
+    /// [`token_for`](Self::token_for) then [`write`](Self::write).
+    pub async fn inject(
+        &self,
+        destination: &str,
+        explicit: Option<&AuthContext>,
+        carrier: &mut (dyn Injector + Send),
+    ) -> Result<(), PublishError> {
+        let token = self.token_for(destination, explicit).await?;
+        self.write(carrier, token.as_deref())
+    }
+}
+
+impl PropagatorBuilder {
+    /// The header to write (`Authorization: Bearer` by default).
+    pub fn token_header(mut self, header: TokenHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The exchanger used for per-destination audiences, refresh-ahead, and
+    /// tokens accepted under grace. Wrap it in an
+    /// [`ExchangeCache`](crate::ExchangeCache).
+    pub fn exchanger(mut self, exchanger: Arc<dyn TokenExchanger>) -> Self {
+        self.exchanger = Some(exchanger);
+        self
+    }
+
+    /// Messages to `destination` carry a token exchanged for `audience`.
+    pub fn audience_for(mut self, destination: impl Into<String>, audience: impl Into<String>) -> Self {
+        self.audiences.insert(destination.into(), audience.into());
+        self
+    }
+
+    /// A token that expires within `horizon` is exchanged before it is
+    /// published, so a message does not leave carrying a dying token.
+    pub fn refresh_ahead(mut self, horizon: Duration) -> Self {
+        self.refresh_ahead = Some(horizon);
+        self
+    }
+
+    /// With no identity, publish without a token header instead of failing.
+    pub fn allow_anonymous(mut self) -> Self {
+        self.allow_anonymous = true;
+        self
+    }
+
+    /// Checks the configuration: audiences and refresh-ahead need an exchanger.
+    pub fn build(self) -> crate::Result<Propagator> {
+        if self.exchanger.is_none() && (!self.audiences.is_empty() || self.refresh_ahead.is_some()) {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Configuration,
+                "per-destination audiences and refresh-ahead need an exchanger",
+            ));
+        }
+        Ok(self.build_unchecked())
+    }
+
+    fn build_unchecked(self) -> Propagator {
+        Propagator {
+            inner: Arc::new(Inner {
+                header: self.header,
+                exchanger: self.exchanger,
+                audiences: self.audiences,
+                refresh_ahead: self.refresh_ahead,
+                allow_anonymous: self.allow_anonymous,
+            }),
+        }
+    }
+}
