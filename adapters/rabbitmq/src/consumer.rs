@@ -1,0 +1,260 @@
+//! The consume side: a queue consumed through the Guard, with reconnects.
+
+use std::fmt;
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jwt_relay::{Backoff, Guard};
+
+use crate::connect::Connect;
+use crate::dead_letter::DeadLetter;
+use crate::delivery::{Delivery, RunReport, Settled, Tally};
+use crate::error::{Error, Result};
+use crate::session::{Session, SessionEnd};
+
+/// A callback told of every settled message.
+pub(crate) type OnSettled = Arc<dyn Fn(&Settled<'_>) + Send + Sync>;
+
+/// Consumes one queue through a [`Guard`], like [`jwt_relay::memory::MemoryConsumer`] does in
+/// memory:
+///
+/// | outcome | what happens to the message |
+/// |---|---|
+/// | `Accept` | the handler runs in the identity's [`scope`](jwt_relay::scope) ([`run_handler`](jwt_relay::run_handler)); success acknowledges it |
+/// | handler error or panic | a copy goes through the retry queue (count in [`FAILURES_HEADER`](crate::FAILURES_HEADER)), at most [`max_attempts`](ConsumerBuilder::max_attempts) handler calls in all, then it is dead-lettered (`Handler`) |
+/// | `Reject` | it is dead-lettered ([`DeadLetter`]: by default a copy to `<queue>.dlq` with the reason and without the token, confirmed, then the original acknowledged) |
+/// | `Retry` | a copy goes to the retry queue (`<queue>.retry`) with a per-message TTL of the delay; the queue dead-letters it back to the work queue when it expires: no hot requeue loop |
+/// | `Halt` | it goes back to its queue untouched, the consumer stops, and [`run`](Consumer::run) returns [`ErrorKind::Halted`](crate::ErrorKind::Halted) |
+///
+/// Deliveries are handled concurrently, at most [`prefetch`](ConsumerBuilder::prefetch) at a
+/// time (`basic.qos`), each acknowledged on its own. The message's `timestamp` property goes to
+/// the expiry policy as a client-set time. The retry and dead-letter queues must exist:
+/// [`Topology`](crate::Topology) declares them; when one does not, the message goes back to its
+/// queue and the run stops with [`ErrorKind::Broker`](crate::ErrorKind::Broker).
+///
+/// Delivery is at least once: a handler may see a message again after a lost connection
+/// ([`Delivery::redelivered`]).
+#[derive(Clone)]
+pub struct Consumer {
+    config: Arc<Config>,
+}
+
+/// What a consumer is set to do.
+pub(crate) struct Config {
+    pub(crate) queue: Arc<str>,
+    pub(crate) guard: Guard,
+    pub(crate) prefetch: u16,
+    pub(crate) max_attempts: u32,
+    pub(crate) dead_letter: DeadLetter,
+    pub(crate) keep_token: bool,
+    pub(crate) retry_queue: String,
+    pub(crate) backoff: Backoff,
+    pub(crate) reconnect: Backoff,
+    pub(crate) confirm_timeout: Duration,
+    pub(crate) limit: Option<u64>,
+    pub(crate) on_settled: Option<OnSettled>,
+}
+
+/// Builds a [`Consumer`].
+pub struct ConsumerBuilder {
+    config: Config,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.queue)
+            .field("guard", &self.guard)
+            .field("prefetch", &self.prefetch)
+            .field("max_attempts", &self.max_attempts)
+            .field("dead_letter", &self.dead_letter)
+            .field("keep_token", &self.keep_token)
+            .field("retry_queue", &self.retry_queue)
+            .field("backoff", &self.backoff)
+            .field("reconnect", &self.reconnect)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+impl fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+impl Consumer {
+    /// Starts a consumer of `queue` through `guard`: prefetch 10, 3 handler attempts, dead
+    /// letters to `<queue>.dlq` without the token, retries through `<queue>.retry`, handler
+    /// retries after the default [`Backoff`] (1 s doubling to 1 min), reconnects after 0.5 s
+    /// doubling to 30 s.
+    pub fn builder(queue: impl Into<String>, guard: Guard) -> ConsumerBuilder {
+        let queue: String = queue.into();
+        ConsumerBuilder {
+            config: Config {
+                dead_letter: DeadLetter::queue(format!("{queue}.dlq")),
+                retry_queue: format!("{queue}.retry"),
+                queue: queue.into(),
+                guard,
+                prefetch: 10,
+                max_attempts: 3,
+                keep_token: false,
+                backoff: Backoff::default(),
+                reconnect: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+                confirm_timeout: Duration::from_secs(10),
+                limit: None,
+                on_settled: None,
+            },
+        }
+    }
+
+    /// The queue consumed.
+    pub fn queue(&self) -> &str {
+        &self.config.queue
+    }
+
+    /// Consumes until `shutdown` completes, the [`limit`](ConsumerBuilder::limit) is reached,
+    /// or the guard halts. Each accepted message is passed to `handler`, which runs in its own
+    /// task, in the message's identity's scope.
+    ///
+    /// Connects through `connect` first; if that fails, returns
+    /// [`ErrorKind::Connection`](crate::ErrorKind::Connection). When the connection drops
+    /// later (a broker restart, a closed connection), it connects again with backoff and
+    /// resumes: the broker redelivers what was not acknowledged, so nothing is lost.
+    ///
+    /// Shutting down is graceful: the consumer is cancelled, handlers in flight finish and
+    /// their messages are settled, then the channels and the connection are closed. Messages
+    /// the broker had sent ahead but no handler started go back to the queue.
+    pub async fn run<C, H, Fut, E, S>(&self, connect: &C, handler: H, shutdown: S) -> Result<RunReport>
+    where
+        C: Connect,
+        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Display + 'static,
+        S: Future<Output = ()>,
+    {
+        let handler = Arc::new(handler);
+        let tally = Arc::new(Tally::default());
+        let mut shutdown = pin!(shutdown);
+        let mut taken = 0;
+        let mut failed_opens = 0;
+        let mut connected = false;
+        loop {
+            let session = match Session::open(connect, &self.config).await {
+                Ok(session) => session,
+                Err(e) if !connected || e.is_fatal() => return Err(e.into_error(&self.config.queue)),
+                Err(e) => {
+                    let delay = self.config.reconnect.delay(failed_opens);
+                    failed_opens = failed_opens.saturating_add(1);
+                    tracing::warn!(queue = %self.config.queue, ?delay, "cannot reconnect to RabbitMQ: {e}");
+                    tokio::select! {
+                        () = shutdown.as_mut() => return Ok(tally.report()),
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            if connected {
+                Tally::bump(&tally.reconnects);
+                tracing::info!(queue = %self.config.queue, "reconnected to RabbitMQ");
+            }
+            connected = true;
+            failed_opens = 0;
+            let end = session
+                .run(&self.config, &tally, &handler, shutdown.as_mut(), &mut taken)
+                .await;
+            match end {
+                SessionEnd::Done => return Ok(tally.report()),
+                SessionEnd::Halted(reason) => return Err(Error::halted(reason)),
+                SessionEnd::Fatal(error) => return Err(error),
+                SessionEnd::Lost(why) => {
+                    tracing::warn!(queue = %self.config.queue, "lost the connection to RabbitMQ ({why}); reconnecting");
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerBuilder {
+    /// How many deliveries may be in flight at once (`basic.qos` prefetch; 10, at least 1).
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.config.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// How many times the handler is called for one message before it is dead-lettered (3; at
+    /// least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Where rejected messages go (a copy to `<queue>.dlq`).
+    pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.config.dead_letter = dead_letter;
+        self
+    }
+
+    /// Keeps the token header in dead-lettered copies. Off by default: a dead-letter queue is
+    /// read by operators and tools, and should not hold usable tokens.
+    pub fn keep_token_in_dead_letters(mut self) -> Self {
+        self.config.keep_token = true;
+        self
+    }
+
+    /// The retry queue (`<queue>.retry`): a queue without consumers whose dead-letter exchange
+    /// is the default exchange and whose dead-letter routing key is the work queue, as
+    /// [`Topology`](crate::Topology) declares it.
+    pub fn retry_queue(mut self, queue: impl Into<String>) -> Self {
+        self.config.retry_queue = queue.into();
+        self
+    }
+
+    /// The backoff between handler attempts (transient verification failures use the guard's).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// The backoff between attempts to reconnect (0.5 s doubling to 30 s).
+    pub fn reconnect_backoff(mut self, backoff: Backoff) -> Self {
+        self.config.reconnect = backoff;
+        self
+    }
+
+    /// How long a dead-lettered or retried copy waits for the broker's confirm (10 s).
+    pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.config.confirm_timeout = timeout;
+        self
+    }
+
+    /// Stops after taking this many deliveries (all of them settled): for tools and tests.
+    pub fn limit(mut self, deliveries: u64) -> Self {
+        self.config.limit = Some(deliveries);
+        self
+    }
+
+    /// Calls `callback` for every message once the broker has it settled (accepted,
+    /// dead-lettered, retried or requeued), from the task that handled it: for logs, metrics
+    /// and tools. It must not block.
+    pub fn on_settled(mut self, callback: impl Fn(&Settled<'_>) + Send + Sync + 'static) -> Self {
+        self.config.on_settled = Some(Arc::new(callback));
+        self
+    }
+
+    /// Builds the consumer.
+    pub fn build(self) -> Consumer {
+        Consumer {
+            config: Arc::new(self.config),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The copies of a consumed message that the consumer publishes: to the dead-letter destination,
+//! and to the retry queue.
+
+use std::time::{Duration, SystemTime};
+
+use jwt_relay::{TokenHeader, keep_in_dead_letter, reason_headers};
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+use crate::headers::write_count;
+
+/// Header counting how many times a message went through the retry queue (transient failures
+/// and handler failures alike). It sets the backoff of the next retry.
+pub const ATTEMPT_HEADER: &str = "x-jwt-relay-attempt";
+/// Header counting how many times a handler failed on a message; at
+/// [`max_attempts`](crate::ConsumerBuilder::max_attempts) the message is dead-lettered.
+pub const FAILURES_HEADER: &str = "x-jwt-relay-handler-failures";
+
+/// The properties of a dead-lettered copy: the original's, with the headers the core keeps
+/// ([`jwt_relay::keep_in_dead_letter`]: the token header dropped unless `keep_token`) each with
+/// its AMQP type, and the core's [`jwt_relay::reason_headers`] added as `LongString`s.
+pub(crate) fn dead_letter_copy(
+    original: &BasicProperties,
+    reason: &jwt_relay::Error,
+    token_header: &TokenHeader,
+    keep_token: bool,
+    now: SystemTime,
+) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(table) = original.headers() {
+        // Every other header keeps its AMQP type.
+        for (name, value) in table.inner() {
+            if keep_in_dead_letter(name.as_str(), token_header, keep_token) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    for (name, value) in reason_headers(reason, now) {
+        headers.insert(
+            ShortString::from(name),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
+    republished(original, headers)
+}
+
+/// The properties of a copy bound for the retry queue: the original's, every header kept (the
+/// token included: the copy comes back to the work queue), the counts updated, and an
+/// `expiration` of `delay`, after which the retry queue dead-letters it back to the work queue.
+pub(crate) fn retry_copy(
+    original: &BasicProperties,
+    attempt: u32,
+    failures: u32,
+    delay: Duration,
+) -> BasicProperties {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    write_count(&mut headers, ATTEMPT_HEADER, attempt);
+    write_count(&mut headers, FAILURES_HEADER, failures);
+    let millis = delay.as_millis().max(1).to_string();
+    republished(original, headers).with_expiration(ShortString::from(millis))
+}
+
+/// A copy of `original`'s properties with `headers`, for republishing. Left out: `expiration`
+/// (a dead-lettered copy must not expire; a retry copy sets its own) and `user-id` (RabbitMQ
+/// refuses a `user-id` other than the publishing connection's user).
+fn republished(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    let mut copy = BasicProperties::default().with_headers(headers);
+    if let Some(v) = original.content_type() {
+        copy = copy.with_content_type(v.clone());
+    }
+    if let Some(v) = original.content_encoding() {
+        copy = copy.with_content_encoding(v.clone());
+    }
+    if let Some(v) = original.delivery_mode() {
+        copy = copy.with_delivery_mode(*v);
+    }
+    if let Some(v) = original.priority() {
+        copy = copy.with_priority(*v);
+    }
+    if let Some(v) = original.correlation_id() {
+        copy = copy.with_correlation_id(v.clone());
+    }
+    if let Some(v) = original.reply_to() {
+        copy = copy.with_reply_to(v.clone());
+    }
+    if let Some(v) = original.message_id() {
+        copy = copy.with_message_id(v.clone());
+    }
+    if let Some(v) = original.timestamp() {
+        copy = copy.with_timestamp(*v);
+    }
+    if let Some(v) = original.kind() {
+        copy = copy.with_type(v.clone());
+    }
+    if let Some(v) = original.app_id() {
+        copy = copy.with_app_id(v.clone());
+    }
+    if let Some(v) = original.cluster_id() {
+        copy = copy.with_cluster_id(v.clone());
+    }
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use jwt_relay::{ErrorKind, REASON_CLASS, REASON_KIND, REASON_MESSAGE, REASON_TIME};
+
+    use super::*;
+    use crate::headers::read_count;
+
+    fn original() -> BasicProperties {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "authorization".into(),
+            AMQPValue::LongString("Bearer secret.tok.en".into()),
+        );
+        headers.insert("x-order".into(), AMQPValue::LongLongInt(42));
+        headers.insert(REASON_KIND.into(), AMQPValue::LongString("old".into()));
+        BasicProperties::default()
+            .with_headers(headers)
+            .with_message_id("m-1".into())
+            .with_timestamp(1_700_000_000)
+            .with_expiration("60000".into())
+            .with_user_id("someone-else".into())
+            .with_delivery_mode(2)
+    }
+
+    #[test]
+    fn a_dead_letter_copy_keeps_typed_headers_drops_the_token_and_adds_the_reason() {
+        let reason = jwt_relay::Error::new(ErrorKind::BadSignature, "key `k1` says no");
+        let copy = dead_letter_copy(
+            &original(),
+            &reason,
+            &TokenHeader::default(),
+            false,
+            SystemTime::UNIX_EPOCH,
+        );
+        let headers = copy.headers().as_ref().unwrap().inner();
+        assert!(!headers.contains_key("authorization"));
+        assert_eq!(headers.get("x-order"), Some(&AMQPValue::LongLongInt(42)));
+        assert_eq!(
+            headers.get(REASON_KIND),
+            Some(&AMQPValue::LongString("BadSignature".into()))
+        );
+        assert_eq!(
+            headers.get(REASON_CLASS),
+            Some(&AMQPValue::LongString("permanent".into()))
+        );
+        assert_eq!(headers.get(REASON_TIME), Some(&AMQPValue::LongString("0".into())));
+        assert!(headers.contains_key(REASON_MESSAGE));
+        assert_eq!(copy.message_id().as_ref().map(ShortString::as_str), Some("m-1"));
+        assert_eq!(*copy.timestamp(), Some(1_700_000_000));
+        assert_eq!(*copy.delivery_mode(), Some(2));
+        assert_eq!(*copy.expiration(), None);
+        assert_eq!(*copy.user_id(), None);
+
+        let kept = dead_letter_copy(
+            &original(),
+            &reason,
+            &TokenHeader::default(),
+            true,
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(kept.headers().as_ref().unwrap().contains_key("authorization"));
+    }
+
+    #[test]
+    fn a_retry_copy_keeps_the_token_counts_and_expires_after_the_delay() {
+        let copy = retry_copy(&original(), 3, 1, Duration::from_millis(1500));
+        let headers = copy.headers().as_ref();
+        assert!(headers.unwrap().contains_key("authorization"));
+        assert_eq!(read_count(headers, ATTEMPT_HEADER), 3);
+        assert_eq!(read_count(headers, FAILURES_HEADER), 1);
+        assert_eq!(copy.expiration().as_ref().map(ShortString::as_str), Some("1500"));
+        assert_eq!(*copy.timestamp(), Some(1_700_000_000));
+        let immediate = retry_copy(&original(), 1, 0, Duration::ZERO);
+        assert_eq!(
+            immediate.expiration().as_ref().map(ShortString::as_str),
+            Some("1")
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! One connection's worth of consuming: open the channels, take deliveries, hand each to its
+//! own task, and on the way out let the tasks finish before closing.
+
+use std::fmt::Display;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_core::Stream;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection};
+use tokio::task::JoinSet;
+
+use crate::connect::Connect;
+use crate::consumer::Config;
+use crate::delivery::{Delivery, Tally};
+use crate::error::{Error, ErrorKind};
+use crate::settle::{TaskEnd, settle};
+
+/// The AMQP reply code of a normal close.
+const REPLY_SUCCESS: u16 = 200;
+
+/// A connection with a consuming channel and a publishing (confirm-mode) channel.
+pub(crate) struct Session {
+    connection: Connection,
+    consume: Channel,
+    publish: Channel,
+    consumer: lapin::Consumer,
+}
+
+/// Why a session ended.
+pub(crate) enum SessionEnd {
+    /// Shut down, or the limit reached: the run is over.
+    Done,
+    /// The guard halted.
+    Halted(jwt_relay::Error),
+    /// Something reconnecting cannot fix.
+    Fatal(Error),
+    /// The connection or a channel went away: reconnect.
+    Lost(String),
+}
+
+/// A failure to open a session.
+pub(crate) struct OpenError {
+    step: &'static str,
+    error: lapin::Error,
+    /// Refused on purpose, or impossible as configured: reconnecting cannot fix it.
+    fatal: bool,
+}
+
+impl OpenError {
+    /// A failure of `step`; fatal when the broker refused on purpose (a channel-level AMQP
+    /// error: the queue does not exist, access refused).
+    fn new(step: &'static str, error: lapin::Error) -> Self {
+        let fatal = error.is_amqp_soft_error();
+        OpenError { step, error, fatal }
+    }
+
+    /// Whether reconnecting cannot fix it.
+    pub(crate) fn is_fatal(&self) -> bool {
+        self.fatal
+    }
+
+    pub(crate) fn into_error(self, queue: &str) -> Error {
+        let kind = if self.is_fatal() {
+            ErrorKind::Broker
+        } else {
+            ErrorKind::Connection
+        };
+        Error::new(kind, format!("cannot consume `{queue}`: {self}")).with_source(self.error)
+    }
+}
+
+impl Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.step, self.error)
+    }
+}
+
+impl Session {
+    /// Connects, sets the prefetch, puts the publishing channel in confirm mode, and starts
+    /// consuming.
+    pub(crate) async fn open<C: Connect>(connect: &C, config: &Config) -> Result<Session, OpenError> {
+        let fail = |step| move |error| OpenError::new(step, error);
+        let queue = ShortString::try_new(&*config.queue).map_err(|e| OpenError {
+            step: "naming the queue",
+            error: lapin::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)),
+            fatal: true,
+        })?;
+        let connection = connect.connect().await.map_err(fail("connecting"))?;
+        let consume = connection
+            .create_channel()
+            .await
+            .map_err(fail("opening a channel"))?;
+        consume
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(fail("basic.qos"))?;
+        let publish = connection
+            .create_channel()
+            .await
+            .map_err(fail("opening a channel"))?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(fail("confirm.select"))?;
+        let consumer = consume
+            .basic_consume(
+                queue,
+                ShortString::default(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(fail("basic.consume"))?;
+        Ok(Session {
+            connection,
+            consume,
+            publish,
+            consumer,
+        })
+    }
+
+    /// Takes deliveries until shutdown, the limit, a halt or a lost connection; then lets the
+    /// tasks in flight finish and closes what is still open.
+    pub(crate) async fn run<H, Fut, E, S>(
+        mut self,
+        config: &Arc<Config>,
+        tally: &Arc<Tally>,
+        handler: &Arc<H>,
+        mut shutdown: Pin<&mut S>,
+        taken: &mut u64,
+    ) -> SessionEnd
+    where
+        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display + 'static,
+        S: Future<Output = ()>,
+    {
+        let mut tasks = JoinSet::new();
+        let end = loop {
+            if config.limit.is_some_and(|limit| *taken >= limit) {
+                break SessionEnd::Done;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.as_mut() => break SessionEnd::Done,
+                Some(joined) = tasks.join_next() => match task_end(joined) {
+                    None => {}
+                    Some(end) => break end,
+                },
+                next = poll_fn(|cx| Pin::new(&mut self.consumer).poll_next(cx)) => match next {
+                    Some(Ok(delivery)) => {
+                        *taken += 1;
+                        let task = settle(
+                            config.clone(),
+                            tally.clone(),
+                            self.publish.clone(),
+                            handler.clone(),
+                            delivery,
+                        );
+                        tasks.spawn(task);
+                    }
+                    Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+                    None => break SessionEnd::Lost("the broker cancelled the consumer".to_owned()),
+                },
+            }
+        };
+        let connected = !matches!(end, SessionEnd::Lost(_));
+        if connected {
+            // No new deliveries; those sent ahead go back to the queue when the channel closes.
+            let cancel = self
+                .consume
+                .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
+                .await;
+            if let Err(e) = cancel {
+                tracing::debug!(queue = %config.queue, "basic.cancel failed: {e}");
+            }
+        }
+        let mut end = end;
+        while let Some(joined) = tasks.join_next().await {
+            // A second halt or failure while draining changes nothing: the first one stands.
+            if let (Some(later), SessionEnd::Done) = (task_end(joined), &end) {
+                end = later;
+            }
+        }
+        if connected {
+            self.close().await;
+        }
+        end
+    }
+
+    /// Closes the channels and the connection, politely; failures only mean they were gone.
+    async fn close(self) {
+        for channel in [&self.consume, &self.publish] {
+            if let Err(e) = channel.close(REPLY_SUCCESS, ShortString::from("OK")).await {
+                tracing::debug!("closing channel {} failed: {e}", channel.id());
+            }
+        }
+        if let Err(e) = self
+            .connection
+            .close(REPLY_SUCCESS, ShortString::from("OK"))
+            .await
+        {
+            tracing::debug!("closing the connection failed: {e}");
+        }
+    }
+}
+
+/// What a finished task means for the session: `None` to go on.
+fn task_end(joined: Result<TaskEnd, tokio::task::JoinError>) -> Option<SessionEnd> {
+    match joined {
+        Ok(TaskEnd::Settled) => None,
+        Ok(TaskEnd::Halt(reason)) => Some(SessionEnd::Halted(reason)),
+        Ok(TaskEnd::Fatal(error)) => Some(SessionEnd::Fatal(error)),
+        Ok(TaskEnd::Broken(why)) => Some(SessionEnd::Lost(why)),
+        // Handler panics are caught by run_handler; this is a bug of ours. Its delivery is
+        // still unacknowledged: a new session gets it back.
+        Err(e) => Some(SessionEnd::Lost(format!("a delivery task failed: {e}"))),
+    }
+}

@@ -1,0 +1,292 @@
+//! `jwt-relay rabbitmq publish|consume`: the RabbitMQ adapter from the command line.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use jwt_relay::Propagator;
+use jwt_relay_rabbitmq::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use jwt_relay_rabbitmq::lapin::{BasicProperties, Connection, ConnectionProperties};
+use jwt_relay_rabbitmq::{Connector, Consumer, DeadLetter, Publisher, Settled, Settlement, Topology};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+use crate::guard_args::GuardArgs;
+use crate::{Failure, print_line};
+
+/// `jwt-relay rabbitmq …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Publish one message per token read from stdin (one token per line), waiting for each
+    /// confirm; print one JSON line per message.
+    Publish(PublishArgs),
+    /// Consume a queue through the guard, with the library's acks, retries and dead-lettering;
+    /// print one JSON line per message.
+    Consume(Box<ConsumeArgs>),
+}
+
+/// An AMQP URL: `Debug` hides its credentials.
+#[derive(Clone)]
+pub(crate) struct AmqpUrl(String);
+
+impl fmt::Debug for AmqpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&Connector::new(self.0.as_str()), f)
+    }
+}
+
+fn parse_url(text: &str) -> Result<AmqpUrl, String> {
+    if text.starts_with("amqp://") || text.starts_with("amqps://") {
+        Ok(AmqpUrl(text.to_owned()))
+    } else {
+        Err("an AMQP URL starts with amqp:// or amqps://".to_owned())
+    }
+}
+
+/// Options of `jwt-relay rabbitmq publish`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PublishArgs {
+    /// The broker, for example amqp://guest:guest@127.0.0.1:5672/%2f.
+    #[arg(long, env = "AMQP_ADDR", hide_env_values = true, value_name = "AMQP_URL", value_parser = parse_url)]
+    url: AmqpUrl,
+    /// The exchange (default: the default exchange, where the routing key names a queue).
+    #[arg(long, value_name = "EXCHANGE", default_value = "")]
+    exchange: String,
+    /// The routing key.
+    #[arg(long, value_name = "KEY")]
+    routing_key: String,
+    /// A header `name=value` (a long string), repeatable. The token header is written last.
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// The message body.
+    #[arg(long, value_name = "TEXT")]
+    payload: String,
+}
+
+/// Options of `jwt-relay rabbitmq consume`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConsumeArgs {
+    /// The broker, for example amqp://guest:guest@127.0.0.1:5672/%2f.
+    #[arg(long, env = "AMQP_ADDR", hide_env_values = true, value_name = "AMQP_URL", value_parser = parse_url)]
+    url: AmqpUrl,
+    /// The queue to consume.
+    #[arg(long, value_name = "QUEUE")]
+    queue: String,
+    /// The dead-letter queue (default `<queue>.dlq`).
+    #[arg(long, value_name = "QUEUE")]
+    dlq: Option<String>,
+    /// The retry queue (default `<queue>.retry`).
+    #[arg(long, value_name = "QUEUE")]
+    retry_queue: Option<String>,
+    /// Stop after this many messages.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// How many messages are handled at once.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    prefetch: u16,
+    /// Declare the queue, its dead-letter exchange and queue and its retry queue first.
+    #[arg(long)]
+    declare: bool,
+    #[command(flatten)]
+    guard: GuardArgs,
+}
+
+/// Runs a `rabbitmq` subcommand.
+pub(crate) async fn run(command: &Command) -> Result<bool, Failure> {
+    match command {
+        Command::Publish(args) => publish(args).await,
+        Command::Consume(args) => consume(args).await,
+    }
+}
+
+/// One line of `publish`.
+#[derive(Debug, Serialize)]
+struct Published<'a> {
+    published: bool,
+    exchange: &'a str,
+    routing_key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// Publishes one message per stdin line. `Ok(true)` when every one was confirmed.
+async fn publish(args: &PublishArgs) -> Result<bool, Failure> {
+    let mut headers = FieldTable::default();
+    for (name, value) in &args.headers {
+        let name = ShortString::try_new(name.as_str())
+            .map_err(|_| Failure::new(format!("the header name `{name}` is longer than 255 bytes")))?;
+        headers.insert(name, AMQPValue::LongString(LongString::from(value.as_str())));
+    }
+    let connection = connect(&args.url).await?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| Failure::new(format!("cannot open a channel: {e}")))?;
+    let publisher = Publisher::new(channel, Propagator::default())
+        .await
+        .map_err(|e| Failure::new(e.to_string()))?;
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    let mut all_published = true;
+    loop {
+        line.clear();
+        let read = stdin
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        let Ok(text) = std::str::from_utf8(&line) else {
+            return Err(Failure::new("a stdin line is not UTF-8 text"));
+        };
+        let token = text.trim();
+        if token.is_empty() {
+            continue;
+        }
+        let properties = BasicProperties::default().with_headers(headers.clone());
+        let result = publisher
+            .publish_with_token(
+                &args.exchange,
+                &args.routing_key,
+                args.payload.as_bytes(),
+                properties,
+                Some(token),
+            )
+            .await;
+        all_published &= result.is_ok();
+        let (kind, error) = match &result {
+            Ok(()) => (None, None),
+            Err(e) => (Some(format!("{:?}", e.kind())), Some(e.message())),
+        };
+        let published = Published {
+            published: result.is_ok(),
+            exchange: &args.exchange,
+            routing_key: &args.routing_key,
+            kind,
+            error,
+        };
+        print_line(json(&published)?)?;
+    }
+    close(&connection).await;
+    Ok(all_published)
+}
+
+/// One line of `consume`.
+#[derive(Debug, Serialize)]
+struct Consumed<'a> {
+    queue: &'a str,
+    delivery_tag: u64,
+    redelivered: bool,
+    outcome: &'static str,
+    sub: Option<&'a str>,
+    kind: Option<&'static str>,
+    class: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// Consumes until `--count` messages or Ctrl-C. `Ok(true)` when none was dead-lettered.
+async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
+    let guard = args.guard.build()?;
+    let queue = args.queue.as_str();
+    let dlq = args.dlq.clone().unwrap_or_else(|| format!("{queue}.dlq"));
+    let retry_queue = args
+        .retry_queue
+        .clone()
+        .unwrap_or_else(|| format!("{queue}.retry"));
+    if args.declare {
+        let connection = connect(&args.url).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| Failure::new(format!("cannot open a channel: {e}")))?;
+        Topology::new(queue)
+            .dead_letter_queue(dlq.as_str())
+            .retry_queue(retry_queue.as_str())
+            .declare(&channel)
+            .await
+            .map_err(|e| Failure::new(format!("cannot declare `{queue}` and its queues: {e}")))?;
+        close(&connection).await;
+    }
+    let dead_lettered = Arc::new(AtomicBool::new(false));
+    let unwritable = Arc::new(AtomicBool::new(false));
+    let mut builder = Consumer::builder(queue, guard)
+        .prefetch(args.prefetch)
+        .dead_letter(DeadLetter::queue(dlq))
+        .retry_queue(retry_queue);
+    if let Some(count) = args.count {
+        builder = builder.limit(count);
+    }
+    let (flag_dead, flag_unwritable) = (dead_lettered.clone(), unwritable.clone());
+    let consumer = builder
+        .on_settled(move |settled: &Settled<'_>| {
+            if settled.settlement() == Settlement::DeadLettered {
+                flag_dead.store(true, Ordering::Relaxed);
+            }
+            if json(&consumed(settled)).and_then(print_line).is_err() {
+                flag_unwritable.store(true, Ordering::Relaxed);
+            }
+        })
+        .build();
+    let connector = Connector::new(args.url.0.as_str());
+    let shutdown = async {
+        // Without a signal handler, Ctrl-C ends the process; unacknowledged messages go back.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    consumer
+        .run(&connector, |_| async { Ok::<(), Infallible>(()) }, shutdown)
+        .await
+        .map_err(|e| Failure::new(e.to_string()))?;
+    if unwritable.load(Ordering::Relaxed) {
+        return Err(Failure::new("cannot write to stdout"));
+    }
+    Ok(!dead_lettered.load(Ordering::Relaxed))
+}
+
+/// The JSON line of a settled message. Never holds the token.
+fn consumed<'a>(settled: &Settled<'a>) -> Consumed<'a> {
+    let error = settled.error();
+    Consumed {
+        queue: settled.queue(),
+        delivery_tag: settled.delivery_tag(),
+        redelivered: settled.redelivered(),
+        outcome: match settled.settlement() {
+            // Put back for later: a retry, as far as the message is concerned.
+            Settlement::Requeued => Settlement::Retried.as_str(),
+            other => other.as_str(),
+        },
+        sub: settled.context().and_then(|c| c.subject()),
+        kind: error.map(|e| e.kind().as_str()),
+        class: error.map(|e| e.class().as_str()),
+        error: error.map(jwt_relay::Error::message),
+    }
+}
+
+async fn connect(url: &AmqpUrl) -> Result<Connection, Failure> {
+    Connection::connect(&url.0, ConnectionProperties::default())
+        .await
+        .map_err(|e| Failure::new(format!("cannot connect to {url:?}: {e}")))
+}
+
+async fn close(connection: &Connection) {
+    // The work is done and confirmed; a failed close changes nothing.
+    let _ = connection.close(200, ShortString::from("OK")).await;
+}
+
+fn json(value: &impl Serialize) -> Result<String, Failure> {
+    serde_json::to_string(value).map_err(|e| Failure::new(format!("cannot write JSON: {e}")))
+}
+
+/// `name=value`.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not name=value")),
+    }
+}
