@@ -5,15 +5,25 @@
 //! - `jwks check` says which keys of a JWKS document would be used.
 //! - `keygen` and `mint` make development keys and tokens, for tests and
 //!   local setups.
+//! - `dev-sts` runs a development token service (identity provider and
+//!   RFC 8693 token exchange) until Ctrl-C.
+//! - `rabbitmq publish|consume` publishes tokens read from stdin and
+//!   consumes a queue through the guard, one JSON line per message.
+//! - `nats publish|consume|serve-echo` does the same on NATS (core or
+//!   JetStream), and serves a verified echo service for request/reply.
 //!
 //! Exit status: 0 when everything passed, 1 when a token failed or a key was
 //! rejected, 2 on a usage or configuration error. Tokens and key material
 //! never appear in an error message.
 
+mod dev_sts;
+mod duration;
+mod guard_args;
 mod jwks;
 mod keygen;
 mod mint;
-mod private_key;
+mod nats;
+mod rabbitmq;
 mod verify;
 
 use std::fmt;
@@ -42,6 +52,14 @@ enum Command {
     Keygen(keygen::Args),
     /// Print one signed token, for tests and development.
     Mint(mint::Args),
+    /// Run a development token service (identity provider and RFC 8693 token exchange) until Ctrl-C.
+    DevSts(dev_sts::Args),
+    /// Publish to and consume from RabbitMQ, with the token in the message headers.
+    #[command(subcommand)]
+    Rabbitmq(rabbitmq::Command),
+    /// Publish to and consume from NATS (core and JetStream), and serve a verified echo service.
+    #[command(subcommand)]
+    Nats(nats::Command),
 }
 
 /// What stops a command before it is done: a bad option, an unreadable
@@ -91,6 +109,9 @@ async fn main() -> ExitCode {
         Command::Jwks(jwks::Command::Check { source }) => jwks::check(source).await,
         Command::Keygen(args) => keygen::run(args).map(|()| true),
         Command::Mint(args) => mint::run(args).map(|()| true),
+        Command::DevSts(args) => dev_sts::run(args).await.map(|()| true),
+        Command::Rabbitmq(command) => rabbitmq::run(command).await,
+        Command::Nats(command) => nats::run(command).await,
     };
     match passed {
         Ok(true) => ExitCode::SUCCESS,

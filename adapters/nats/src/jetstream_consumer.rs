@@ -1,0 +1,456 @@
+//! The JetStream pull consumer: the Guard before the handler, and each
+//! outcome mapped onto ack, nak, term and the dead-letter subject.
+
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{self, AckKind};
+use jwt_relay::{
+    Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure, run_handler,
+};
+use tokio::time::Instant;
+
+use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
+use crate::delivery::{Delivery, JetStreamMeta};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventOutcome, Reporter, RunReport, Stats};
+use crate::headers::NatsHeadersRef;
+use crate::jetstream_publisher::publish_acked;
+use crate::jetstream_source::{PullOptions, messages};
+use crate::run_loop::{Stopping, run_loop};
+
+/// Consumes a JetStream pull consumer through a [`Guard`], at least once:
+///
+/// | outcome | what happens to the message |
+/// |---|---|
+/// | `Accept` | the handler runs in the identity's [`jwt_relay::scope`], with `in_progress` acks while it works; success → `ack` (a double ack when [configured](Self::double_ack)) |
+/// | handler error or panic | `nak` with the [`Backoff`] delay, until the last allowed delivery ([`max_attempts`](Self::max_attempts), else the consumer's `max_deliver`, else 3); then dead-lettered (`Handler`) |
+/// | `Reject` | a copy with the reason headers and without the token is published to the dead-letter subject (`<subject>.dlq` by default) and its store acknowledged, then the original is `term`ed. If the copy cannot be stored, the original is `nak`ed instead: never lost |
+/// | `Retry` | `nak` with the delay. At the consumer's last allowed delivery (`max_deliver`), when the server would not deliver it again, the message is held here instead, with `in_progress` acks, and checked again after the delay |
+/// | `Halt` | `nak`, and the run stops and returns the error |
+///
+/// The JetStream metadata timestamp (set by the server when it stored the
+/// message) is given to the expiry policy as a broker-set publish time, so
+/// [`Grace`](jwt_relay::Grace) works; the delivery count is the attempt.
+///
+/// Capture the dead-letter subject with a stream (see
+/// [`Topology`](crate::Topology)), and keep it outside the consumer's
+/// filter. Prefer an unlimited `max_deliver` (the default) or a generous
+/// one: the server's delivery count also counts transient retries.
+#[derive(Clone)]
+pub struct JetStreamConsumer {
+    consumer: PullConsumer,
+    guard: Guard,
+    dead_letter: DeadLetterConfig,
+    double_ack: bool,
+    max_attempts: Option<u32>,
+    backoff: Backoff,
+    progress_every: Option<Duration>,
+    concurrency: usize,
+    batch: Option<usize>,
+    reporter: Reporter,
+}
+
+impl fmt::Debug for JetStreamConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.consumer.cached_info();
+        f.debug_struct("JetStreamConsumer")
+            .field("stream", &info.stream_name)
+            .field("consumer", &info.name)
+            .field("guard", &self.guard)
+            .field("dead_letter", &self.dead_letter)
+            .field("double_ack", &self.double_ack)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("progress_every", &self.progress_every)
+            .field("concurrency", &self.concurrency)
+            .field("reporter", &self.reporter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the consumer knows of one message.
+struct Received {
+    message: jetstream::Message,
+    meta: JetStreamMeta,
+    stream: String,
+}
+
+impl JetStreamConsumer {
+    /// Consumes `consumer` (a pull consumer with explicit acks) through
+    /// `guard`: dead letters to `<subject>.dlq` without the token, single
+    /// acks, the default [`Backoff`] between handler attempts, `in_progress`
+    /// every half `ack_wait`, one message at a time.
+    pub fn new(consumer: PullConsumer, guard: Guard) -> Self {
+        JetStreamConsumer {
+            consumer,
+            guard,
+            dead_letter: DeadLetterConfig::default(),
+            double_ack: false,
+            max_attempts: None,
+            backoff: Backoff::default(),
+            progress_every: None,
+            concurrency: 1,
+            batch: None,
+            reporter: Reporter::default(),
+        }
+    }
+
+    /// Dead-lettered copies go to this subject instead of `<subject>.dlq`.
+    pub fn dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
+        self.dead_letter.subject = Some(subject.into());
+        self
+    }
+
+    /// Keeps the token header in dead-lettered copies (off by default: a
+    /// dead-letter stream is read by operators and tools).
+    pub fn keep_token_in_dead_letters(mut self) -> Self {
+        self.dead_letter.keep_token = true;
+        self
+    }
+
+    /// Waits for the server to confirm each `ack` and `term` (a double ack).
+    pub fn double_ack(mut self) -> Self {
+        self.double_ack = true;
+        self
+    }
+
+    /// The delivery at which a failing handler's message is dead-lettered
+    /// (at least 1; never more than the consumer's `max_deliver`).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    /// The backoff of `nak`s after handler failures (transient verification
+    /// failures wait as long as the guard says).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How often a running handler tells the server it is still working
+    /// (`in_progress`); half the consumer's `ack_wait` by default.
+    pub fn progress_every(mut self, every: Duration) -> Self {
+        self.progress_every = Some(every.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// How many messages are handled at once (1: in order).
+    pub fn concurrency(mut self, messages: usize) -> Self {
+        self.concurrency = messages.max(1);
+        self
+    }
+
+    /// Messages asked for per pull request (twice the concurrency by
+    /// default: messages waiting in the client count against `ack_wait`).
+    pub fn batch(mut self, messages: usize) -> Self {
+        self.batch = Some(messages.max(1));
+        self
+    }
+
+    /// Calls `callback` with what happened to each message, as it happens.
+    pub fn on_event(mut self, callback: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
+        self.reporter.set_callback(Arc::new(callback));
+        self
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Stats {
+        self.reporter.stats().clone()
+    }
+
+    /// Handles messages until `shutdown` completes or a halt. On shutdown it
+    /// stops pulling and lets the handlers in flight finish and ack;
+    /// messages pulled but not started are redelivered by the server after
+    /// `ack_wait`. While the server is unreachable (a restart) it keeps
+    /// pulling again, and the server redelivers what was not acked.
+    pub async fn run<H, Fut, E, S>(&self, handler: H, shutdown: S) -> Result<RunReport>
+    where
+        H: Fn(Delivery) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Display,
+        S: Future<Output = ()>,
+    {
+        let options = PullOptions {
+            batch: self.batch.unwrap_or(self.concurrency.saturating_mul(2)),
+            heartbeat: Duration::from_secs(15),
+        };
+        let source = messages(self.consumer.clone(), options);
+        let handler = &handler;
+        run_loop(source, self.concurrency, shutdown, |item, stopping| async move {
+            self.process(item?, handler, stopping).await
+        })
+        .await?;
+        Ok(self.reporter.stats().snapshot())
+    }
+
+    /// The delivery at which a failing handler's message is dead-lettered.
+    fn handler_limit(&self) -> u64 {
+        let max_deliver = self.max_deliver();
+        match (self.max_attempts, max_deliver) {
+            (Some(n), Some(max)) => u64::from(n).min(max),
+            (Some(n), None) => u64::from(n),
+            (None, Some(max)) => max,
+            (None, None) => 3,
+        }
+    }
+
+    /// The consumer's `max_deliver`, if limited.
+    fn max_deliver(&self) -> Option<u64> {
+        u64::try_from(self.consumer.cached_info().config.max_deliver)
+            .ok()
+            .filter(|&n| n > 0)
+    }
+
+    fn progress_interval(&self) -> Duration {
+        self.progress_every.unwrap_or_else(|| {
+            let ack_wait = self.consumer.cached_info().config.ack_wait;
+            if ack_wait.is_zero() {
+                Duration::from_secs(15)
+            } else {
+                (ack_wait / 2).max(Duration::from_millis(10))
+            }
+        })
+    }
+
+    async fn process<H, Fut, E>(
+        &self,
+        message: jetstream::Message,
+        handler: &H,
+        mut stopping: Stopping,
+    ) -> Result<()>
+    where
+        H: Fn(Delivery) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Display,
+    {
+        let received = match message.info() {
+            Ok(info) => {
+                let meta = JetStreamMeta {
+                    stream_sequence: info.stream_sequence,
+                    delivered: u64::try_from(info.delivered).unwrap_or(0).max(1),
+                    published: SystemTime::from(info.published),
+                };
+                let stream = info.stream.to_owned();
+                Received {
+                    message,
+                    meta,
+                    stream,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(subject = %message.subject, "not a JetStream message, terminated: {e}");
+                self.settle(&message, AckKind::Term).await;
+                return Ok(());
+            }
+        };
+        let subject = received.message.subject.as_str();
+        let last_delivery = self
+            .max_deliver()
+            .is_some_and(|max| received.meta.delivered >= max);
+        let mut info = MessageInfo::new(subject)
+            .published(PublishTime::broker(received.meta.published))
+            .attempt(u32::try_from(received.meta.delivered - 1).unwrap_or(u32::MAX));
+        loop {
+            let headers = NatsHeadersRef::of(&received.message.message);
+            match self.guard.check(&headers, &info).await {
+                Outcome::Accept(context) => return self.handle(&received, context, handler).await,
+                Outcome::Reject(reason) => {
+                    self.dead_letter(&received, &reason).await;
+                    return Ok(());
+                }
+                Outcome::Retry(reason, delay) => {
+                    self.report(
+                        &received,
+                        EventOutcome::Retry {
+                            reason: &reason,
+                            delay,
+                        },
+                    );
+                    if !last_delivery {
+                        self.nak(&received.message, delay).await;
+                        return Ok(());
+                    }
+                    if !self.hold(&received.message, delay, &mut stopping).await {
+                        tracing::error!(
+                            subject,
+                            seq = received.meta.stream_sequence,
+                            "stopping while holding a message at its last delivery (max_deliver): the server \
+                             will not deliver it again"
+                        );
+                        self.nak(&received.message, delay).await;
+                        return Ok(());
+                    }
+                    info.attempt = info.attempt.saturating_add(1);
+                }
+                Outcome::Halt(reason) => {
+                    self.report(&received, EventOutcome::Halted(&reason));
+                    self.nak(&received.message, Duration::ZERO).await;
+                    return Err(Error::halted(reason));
+                }
+            }
+        }
+    }
+
+    /// Runs the handler, then acks, naks or dead-letters.
+    async fn handle<H, Fut, E>(
+        &self,
+        received: &Received,
+        context: jwt_relay::AuthContext,
+        handler: &H,
+    ) -> Result<()>
+    where
+        H: Fn(Delivery) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Display,
+    {
+        let delivery = Delivery {
+            context: context.clone(),
+            message: received.message.message.clone(),
+            jetstream: Some(received.meta),
+        };
+        let work = run_handler(context.clone(), async { handler(delivery).await });
+        let failure = match self.with_progress(&received.message, work).await {
+            Ok(()) => {
+                self.settle(&received.message, AckKind::Ack).await;
+                self.report(received, EventOutcome::Accepted(&context));
+                return Ok(());
+            }
+            Err(failure) => failure,
+        };
+        // The server's delivery count is the attempt count (it counts transient retries too).
+        let failures = u32::try_from(received.meta.delivered).unwrap_or(u32::MAX);
+        let limit = u32::try_from(self.handler_limit()).unwrap_or(u32::MAX);
+        match after_handler_failure(failures, limit, &self.backoff, &failure) {
+            HandlerVerdict::Retry(delay) => {
+                self.nak(&received.message, delay).await;
+                self.report(
+                    received,
+                    EventOutcome::HandlerFailed {
+                        reason: &failure,
+                        delay,
+                    },
+                );
+            }
+            HandlerVerdict::DeadLetter(reason) => {
+                self.reporter.handler_failed();
+                self.dead_letter(received, &reason).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the copy (waiting for its store), then terms the original;
+    /// if the copy cannot be stored, naks the original instead.
+    async fn dead_letter(&self, received: &Received, reason: &jwt_relay::Error) {
+        let message = &received.message;
+        let subject = message.subject.as_str();
+        let target = self.dead_letter.subject_for(subject);
+        let origin = Origin {
+            subject,
+            stream: Some(&received.stream),
+            sequence: Some(received.meta.stream_sequence),
+        };
+        let token_header = self.guard.verifier().token_header();
+        let headers = copy_headers(
+            message.headers.as_ref(),
+            reason,
+            token_header,
+            self.dead_letter.keep_token,
+            origin,
+        );
+        match publish_acked(&message.context, &target, headers, message.payload.clone()).await {
+            Ok(_) => {
+                self.reporter.dead_lettered();
+                self.settle(message, AckKind::Term).await;
+                let outcome = EventOutcome::Rejected {
+                    reason,
+                    dead_letter: Some(&target),
+                };
+                self.report(received, outcome);
+            }
+            Err(e) => {
+                let attempt = u32::try_from(received.meta.delivered - 1).unwrap_or(u32::MAX);
+                let delay = self.backoff.delay(attempt);
+                tracing::error!(
+                    subject,
+                    dead_letter = %target,
+                    ?delay,
+                    "cannot store the dead-lettered copy, the message will be redelivered: {e}"
+                );
+                self.nak(message, delay).await;
+                self.report(received, EventOutcome::Retry { reason, delay });
+            }
+        }
+    }
+
+    /// Runs `work`, telling the server every so often that it is still going.
+    async fn with_progress<F: Future>(&self, message: &jetstream::Message, work: F) -> F::Output {
+        let every = self.progress_interval();
+        let mut work = pin!(work);
+        let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                output = &mut work => return output,
+                _ = ticker.tick() => {
+                    if let Err(e) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!("cannot send in_progress: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the message for `delay`, with `in_progress` acks; `false` if
+    /// the run started stopping first.
+    async fn hold(&self, message: &jetstream::Message, delay: Duration, stopping: &mut Stopping) -> bool {
+        let every = self.progress_interval();
+        let until = Instant::now() + delay;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return !stopping.is_stopping();
+            }
+            if !stopping.sleep(left.min(every)).await {
+                return false;
+            }
+            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!("cannot send in_progress: {e}");
+            }
+        }
+    }
+
+    async fn nak(&self, message: &jetstream::Message, delay: Duration) {
+        let delay = (!delay.is_zero()).then_some(delay);
+        if let Err(e) = message.ack_with(AckKind::Nak(delay)).await {
+            tracing::warn!(subject = %message.subject, "cannot nak (redelivered after ack_wait): {e}");
+        }
+    }
+
+    /// Acks or terms, waiting for the server's confirmation when double
+    /// acks are on. A failure is logged: the server redelivers the message.
+    async fn settle(&self, message: &jetstream::Message, kind: AckKind) {
+        let sent = if self.double_ack {
+            message.double_ack_with(kind).await
+        } else {
+            message.ack_with(kind).await
+        };
+        if let Err(e) = sent {
+            tracing::warn!(subject = %message.subject, ?kind, "cannot settle (the server will redeliver): {e}");
+        }
+    }
+
+    fn report(&self, received: &Received, outcome: EventOutcome<'_>) {
+        self.reporter.report(&Event {
+            subject: received.message.subject.as_str(),
+            stream_sequence: Some(received.meta.stream_sequence),
+            delivered: Some(received.meta.delivered),
+            outcome,
+        });
+    }
+}

@@ -1,0 +1,310 @@
+//! JetStream against a real nats-server: the round trip, bad tokens in the
+//! dead-letter stream with their reasons and without the token and never
+//! redelivered, failing handlers retried then dead-lettered at
+//! `max_deliver`, a handler publishing downstream propagating the token, and
+//! a publish no stream stores.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use jwt_relay::{
+    Acceptance, ErrorKind, Propagator, PublishErrorKind, REASON_CLASS, REASON_KIND, REASON_MESSAGE, scope,
+};
+use jwt_relay_nats::{
+    Delivery, JetStreamConsumer, JetStreamPublisher, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
+    async_nats,
+};
+use support::js::{Seen, Setup, recorder};
+use support::{
+    backoff, forged, guard, has_header_any_casing, header, headers, pull_consumer, shutdown, stored, token,
+    unique, user, wait_until, wrong_audience,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_then_bad_tokens_go_to_the_dead_letter_stream_once() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let setup = Setup::new(client.clone()).await;
+    let subject = setup.subject("eu");
+    let publisher = JetStreamPublisher::new(setup.js.clone(), Propagator::default());
+
+    let alice = user("alice", 300).await;
+    let ack = scope(
+        alice,
+        publisher.publish(&subject, headers(None, "good"), "2 books", None),
+    )
+    .await
+    .expect("stored, with the ambient identity");
+    assert_eq!(ack.stream, setup.topology.stream_name());
+    let bad = [
+        ("missing", None, ErrorKind::Missing),
+        ("forged", Some(forged("mallory")), ErrorKind::BadSignature),
+        ("expired", Some(token("alice", -60)), ErrorKind::Expired),
+        (
+            "audience",
+            Some(wrong_audience("alice")),
+            ErrorKind::InvalidAudience,
+        ),
+    ];
+    for (id, token, _) in &bad {
+        // Raw publishes: what a forger, or a client without jwt-relay, sends.
+        setup
+            .js
+            .publish_with_headers(subject.clone(), headers(token.as_deref(), id), "x".into())
+            .await
+            .expect("sent")
+            .await
+            .expect("stored");
+    }
+
+    let consumer = pull_consumer(&setup.declared.stream, "billing", |_| {}).await;
+    let consumer = JetStreamConsumer::new(consumer, guard()).double_ack();
+    let stats = consumer.stats();
+    let seen: Seen = Default::default();
+    let (stop, stopped) = shutdown();
+    let handler = recorder(&seen);
+    let run = tokio::spawn(async move { consumer.run(handler, stopped).await });
+    assert!(
+        wait_until(WAIT, || {
+            let r = stats.snapshot();
+            r.accepted == 1 && r.dead_lettered == 4
+        })
+        .await,
+        "1 handled and 4 dead-lettered: {:?}",
+        stats.snapshot()
+    );
+    // Long enough for a redelivery, were any coming.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(()).ok();
+    run.await.unwrap().expect("the run ends cleanly");
+
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(Some("alice".to_owned()), Acceptance::Verified, "good".to_owned())]
+    );
+    let dead = stored(&setup.js, &setup.topology.dead_letter_stream_name()).await;
+    assert_eq!(dead.len(), 4, "each bad message dead-lettered once");
+    for (id, token, kind) in &bad {
+        let copy = dead
+            .iter()
+            .find(|m| header(m, "x-id").as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("`{id}` is in the dead-letter stream"));
+        assert_eq!(copy.subject.as_str(), format!("{subject}.dlq"));
+        assert_eq!(header(copy, REASON_KIND).as_deref(), Some(kind.as_str()), "{id}");
+        assert_eq!(header(copy, REASON_CLASS).as_deref(), Some("permanent"));
+        assert!(header(copy, REASON_MESSAGE).is_some_and(|m| !m.is_empty()));
+        assert_eq!(header(copy, ORIGINAL_SUBJECT).as_deref(), Some(subject.as_str()));
+        assert_eq!(
+            header(copy, ORIGINAL_STREAM).as_deref(),
+            Some(setup.topology.stream_name())
+        );
+        assert!(header(copy, ORIGINAL_SEQUENCE).is_some());
+        assert!(
+            !has_header_any_casing(copy, "authorization"),
+            "{id}: no token header"
+        );
+        if let Some(token) = token {
+            let all: String = copy.headers.iter().map(|(_, v)| format!("{v:?}")).collect();
+            assert!(!all.contains(token.as_str()), "{id}: the token appears nowhere");
+        }
+        assert_eq!(copy.payload.as_ref(), b"x");
+    }
+    let info = setup
+        .declared
+        .stream
+        .consumer_info("billing")
+        .await
+        .expect("consumer info");
+    assert_eq!(info.num_ack_pending, 0, "everything acked or terminated");
+    assert_eq!(info.num_redelivered, 0, "nothing redelivered");
+    assert_eq!(info.num_pending, 0);
+    setup.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_errors_nak_with_backoff_then_dead_letter_at_max_deliver() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let setup = Setup::new(client.clone()).await;
+    let subject = setup.subject("flaky");
+    let publisher = JetStreamPublisher::new(setup.js.clone(), Propagator::default());
+    let alice = user("alice", 300).await;
+    publisher
+        .publish(&subject, headers(None, "doomed"), "x", Some(&alice))
+        .await
+        .expect("stored");
+    publisher
+        .publish(&subject, headers(None, "fine"), "x", Some(&alice))
+        .await
+        .expect("stored");
+
+    let consumer = pull_consumer(&setup.declared.stream, "flaky", |c| c.max_deliver = 3).await;
+    let consumer = JetStreamConsumer::new(consumer, guard()).backoff(backoff());
+    let stats = consumer.stats();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let record = calls.clone();
+    let (stop, stopped) = shutdown();
+    let run = tokio::spawn(async move {
+        consumer
+            .run(
+                move |d: Delivery| {
+                    let id = d
+                        .headers()
+                        .and_then(|h| h.get("x-id"))
+                        .map(|v| v.as_str().to_owned());
+                    record.lock().unwrap().push((id.clone(), d.delivered()));
+                    async move {
+                        match id.as_deref() {
+                            Some("doomed") => Err("the database is on fire".to_owned()),
+                            _ => Ok(()),
+                        }
+                    }
+                },
+                stopped,
+            )
+            .await
+    });
+    assert!(
+        wait_until(WAIT, || stats.snapshot().dead_lettered == 1).await,
+        "dead-lettered: {:?}",
+        stats.snapshot()
+    );
+    stop.send(()).ok();
+    run.await.unwrap().expect("the run ends cleanly");
+
+    let doomed: Vec<_> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _)| id.as_deref() == Some("doomed"))
+        .map(|(_, delivered)| *delivered)
+        .collect();
+    assert_eq!(
+        doomed,
+        [Some(1), Some(2), Some(3)],
+        "one call per delivery, up to max_deliver"
+    );
+    let report = stats.snapshot();
+    assert_eq!(
+        (report.accepted, report.handler_failures, report.rejected),
+        (1, 3, 1)
+    );
+    let dead = stored(&setup.js, &setup.topology.dead_letter_stream_name()).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], REASON_KIND).as_deref(), Some("Handler"));
+    assert!(header(&dead[0], REASON_MESSAGE).is_some_and(|m| m.contains("the database is on fire")));
+    assert!(!has_header_any_casing(&dead[0], "authorization"));
+    setup.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_publishing_downstream_propagates_the_token() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let setup = Setup::new(client.clone()).await;
+    let (orders, invoices) = (setup.subject("orders"), setup.subject("invoices"));
+    let publisher = JetStreamPublisher::new(setup.js.clone(), Propagator::default());
+    let alice = user("alice", 300).await;
+    let original = alice.token().to_owned();
+    publisher
+        .publish(&orders, headers(None, "1"), "order", Some(&alice))
+        .await
+        .expect("stored");
+
+    // Hop 1: billing consumes orders and publishes an invoice, passing no identity.
+    let billing = pull_consumer(&setup.declared.stream, "billing", |c| {
+        c.filter_subject = orders.clone()
+    })
+    .await;
+    let billing = JetStreamConsumer::new(billing, guard());
+    let billing_stats = billing.stats();
+    let downstream = publisher.clone();
+    let invoices_subject = invoices.clone();
+    let (stop_billing, billing_stopped) = shutdown();
+    let billing_run = tokio::spawn(async move {
+        billing
+            .run(
+                move |_: Delivery| {
+                    let downstream = downstream.clone();
+                    let subject = invoices_subject.clone();
+                    async move {
+                        downstream
+                            .publish(&subject, Default::default(), "invoice", None)
+                            .await
+                            .map(|_| ())
+                    }
+                },
+                billing_stopped,
+            )
+            .await
+    });
+
+    // Hop 2: shipping consumes invoices.
+    let shipping = pull_consumer(&setup.declared.stream, "shipping", |c| {
+        c.filter_subject = invoices.clone()
+    })
+    .await;
+    let shipping = JetStreamConsumer::new(shipping, guard());
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let record = tokens.clone();
+    let (stop_shipping, shipping_stopped) = shutdown();
+    let shipping_run = tokio::spawn(async move {
+        shipping
+            .run(
+                move |d: Delivery| {
+                    record.lock().unwrap().push((
+                        d.context().subject().map(str::to_owned),
+                        d.context().token().to_owned(),
+                    ));
+                    std::future::ready(Ok::<(), String>(()))
+                },
+                shipping_stopped,
+            )
+            .await
+    });
+
+    assert!(
+        wait_until(WAIT, || !tokens.lock().unwrap().is_empty()).await,
+        "the invoice arrives"
+    );
+    stop_billing.send(()).ok();
+    stop_shipping.send(()).ok();
+    billing_run.await.unwrap().expect("billing ends cleanly");
+    shipping_run.await.unwrap().expect("shipping ends cleanly");
+    assert_eq!(billing_stats.snapshot().accepted, 1);
+    let (sub, forwarded) = tokens.lock().unwrap()[0].clone();
+    assert_eq!(sub.as_deref(), Some("alice"));
+    assert!(forwarded == original, "the original token was forwarded");
+    setup.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_where_no_stream_listens_is_an_error() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let publisher = JetStreamPublisher::new(jetstream::new(client), Propagator::default());
+    let alice = user("alice", 300).await;
+    let error = publisher
+        .publish(&unique("nowhere"), Default::default(), "x", Some(&alice))
+        .await
+        .expect_err("no stream, no ack");
+    assert_eq!(error.kind(), PublishErrorKind::Broker);
+    let no_identity = publisher
+        .publish(&unique("nowhere"), Default::default(), "x", None)
+        .await;
+    assert_eq!(
+        no_identity.expect_err("no identity").kind(),
+        PublishErrorKind::NoIdentity
+    );
+}
