@@ -1,10 +1,10 @@
-//! Consumes the orders `cargo run --example publish` sent: each token is
+//! Consumes the orders `cargo run --example nats-publish` sent: each token is
 //! verified before the handler runs; the forged order goes to
 //! `orders.eu.dlq` (stream `ORDERS_DLQ`) with its reason and without its
 //! token. Stops on Ctrl-C, or after 5 seconds without messages.
 //!
 //! ```sh
-//! cargo run -p jwt-relay-nats --example consume   # NATS_URL defaults to nats://127.0.0.1:4222
+//! cargo run -p jwt-relay-nats --example nats-consume   # NATS_URL defaults to nats://127.0.0.1:4222
 //! ```
 
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,9 @@
 //! Publishes three orders to JetStream as the user `alice`, and one forged
-//! order, so `cargo run --example consume` has something to verify and
+//! order, so `cargo run --example nats-consume` has something to verify and
 //! something to dead-letter.
 //!
 //! ```sh
-//! cargo run -p jwt-relay-nats --example publish   # NATS_URL defaults to nats://127.0.0.1:4222
+//! cargo run -p jwt-relay-nats --example nats-publish   # NATS_URL defaults to nats://127.0.0.1:4222
 //! ```
 
 use jwt_relay::jsonwebtoken::{EncodingKey, Header, encode};

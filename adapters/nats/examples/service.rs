@@ -3,7 +3,7 @@
 //! Runs the service and its two callers in one process.
 //!
 //! ```sh
-//! cargo run -p jwt-relay-nats --example service   # NATS_URL defaults to nats://127.0.0.1:4222
+//! cargo run -p jwt-relay-nats --example nats-service   # NATS_URL defaults to nats://127.0.0.1:4222
 //! ```
 
 use async_nats::service::ServiceExt as _;

@@ -1,8 +1,8 @@
-//! Consumes the invoices that `--example publish` sent: each is verified before the handler
+//! Consumes the invoices that `--example rabbitmq-publish` sent: each is verified before the handler
 //! runs, and the handler sees who the user is.
 //!
 //! ```sh
-//! cargo run -p jwt-relay-rabbitmq --example consume
+//! cargo run -p jwt-relay-rabbitmq --example rabbitmq-consume
 //! ```
 //!
 //! `AMQP_ADDR` selects the broker (default `amqp://guest:guest@127.0.0.1:5672/%2f`); `COUNT`

@@ -2,7 +2,7 @@
 //! without being passed to `publish`.
 //!
 //! ```sh
-//! cargo run -p jwt-relay-rabbitmq --example publish    # then: --example consume
+//! cargo run -p jwt-relay-rabbitmq --example rabbitmq-publish    # then: --example rabbitmq-consume
 //! ```
 //!
 //! `AMQP_ADDR` selects the broker (default `amqp://guest:guest@127.0.0.1:5672/%2f`). The user's
