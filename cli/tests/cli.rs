@@ -3,97 +3,24 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-const ISS: &str = "https://id.example.test";
+mod support;
+
+use support::{ISS, Run, fixture, keygen, run};
+
 const AUD: &str = "billing";
 
-/// What one run of the binary left.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// The stdout lines, each parsed as JSON.
-    fn verdicts(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-/// Runs the binary with `args`, feeding `stdin`.
-fn run(args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jwt-relay"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-fn fixture(name: &str) -> String {
-    format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+/// `mint` a token for [`ISS`], [`AUD`] and subject `alice`.
+fn mint(key: &str, extra: &[&str]) -> String {
+    support::mint(key, AUD, extra)
 }
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-/// `keygen` into `dir`; returns the private JWK and public JWKS paths.
-fn keygen(dir: &Path, alg: &str, kid: &str) -> (PathBuf, PathBuf) {
-    let out = run(
-        &[
-            "keygen",
-            "--alg",
-            alg,
-            "--kid",
-            kid,
-            "--out-dir",
-            dir.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let paths: Vec<PathBuf> = out.stdout.lines().map(PathBuf::from).collect();
-    assert_eq!(
-        paths,
-        [
-            dir.join(format!("{kid}.jwk.json")),
-            dir.join(format!("{kid}.jwks.json"))
-        ]
-    );
-    (paths[0].clone(), paths[1].clone())
-}
-
-/// `mint` a token for [`ISS`], [`AUD`] and subject `alice`.
-fn mint(key: &str, extra: &[&str]) -> String {
-    let mut args = vec!["mint", "--key", key, "--iss", ISS, "--aud", AUD, "--sub", "alice"];
-    args.extend_from_slice(extra);
-    if !extra.iter().any(|a| a.starts_with("--ttl")) {
-        args.extend_from_slice(&["--ttl", "5m"]);
-    }
-    let out = run(&args, "");
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let token = out.stdout.trim().to_owned();
-    assert_eq!(token.split('.').count(), 3, "{token}");
-    token
 }
 
 /// `verify` the lines of `stdin` against [`ISS`] and [`AUD`].
@@ -130,7 +57,7 @@ fn keygen_mint_verify_round_trip() {
         let token = mint(private.to_str().unwrap(), &[]);
         let out = verify(public.to_str().unwrap(), &format!("{token}\n"), &[]);
         assert_eq!(out.code, 0, "{alg}: {}{}", out.stdout, out.stderr);
-        let verdicts = out.verdicts();
+        let verdicts = out.lines();
         assert_eq!(verdicts.len(), 1);
         assert_eq!(verdicts[0]["valid"], true);
         assert_eq!(verdicts[0]["iss"], ISS);
@@ -171,7 +98,7 @@ fn expired_token_is_permanent_and_never_printed() {
     let token = mint(&fixture("private/ed25519.jwk.json"), &["--ttl", "-10m"]);
     let out = verify(&fixture("jwks.json"), &format!("{token}\n"), &[]);
     assert_eq!(out.code, 1);
-    let verdicts = out.verdicts();
+    let verdicts = out.lines();
     assert_eq!(verdicts.len(), 1);
     assert_eq!(verdicts[0]["valid"], false);
     assert_eq!(verdicts[0]["kind"], "Expired");
@@ -200,7 +127,7 @@ fn wrong_audience() {
         &token,
     );
     assert_eq!(out.code, 1);
-    let verdicts = out.verdicts();
+    let verdicts = out.lines();
     assert_eq!(verdicts[0]["kind"], "InvalidAudience");
     assert_eq!(verdicts[0]["class"], "permanent");
 }
@@ -233,7 +160,7 @@ fn mixed_input_one_verdict_per_token() {
     let input = format!("{good}\n\n   \nnot-a-token\n");
     let out = verify(&fixture("jwks.json"), &input, &[]);
     assert_eq!(out.code, 1);
-    let verdicts = out.verdicts();
+    let verdicts = out.lines();
     assert_eq!(verdicts.len(), 2, "{}", out.stdout);
     assert_eq!(verdicts[0]["valid"], true);
     assert_eq!(verdicts[0]["kid"], "rsa-a");
@@ -255,7 +182,7 @@ fn now_turns_back_the_clock() {
     let then = (now - 1200).to_string();
     let out = verify(&fixture("jwks.json"), &input, &["--now", &then]);
     assert_eq!(out.code, 0, "{}", out.stdout);
-    assert_eq!(out.verdicts()[0]["valid"], true);
+    assert_eq!(out.lines()[0]["valid"], true);
 }
 
 #[test]
@@ -264,7 +191,7 @@ fn alg_list_narrows_the_key_set() {
     let jwks = fixture("jwks.json");
     let refused = verify(&jwks, &token, &["--alg", "RS256,ES256"]);
     assert_eq!(refused.code, 1);
-    assert_eq!(refused.verdicts()[0]["kind"], "UnsupportedAlgorithm");
+    assert_eq!(refused.lines()[0]["kind"], "UnsupportedAlgorithm");
     let accepted = verify(&jwks, &token, &["--alg", "ES256,EdDSA"]);
     assert_eq!(accepted.code, 0, "{}", accepted.stderr);
 }
@@ -350,7 +277,7 @@ fn mint_with_fixture_jwks_and_pems() {
     }
     let out = verify(&jwks, &input, &[]);
     assert_eq!(out.code, 0, "{}", out.stdout);
-    let kids: Vec<_> = out.verdicts().iter().map(|v| v["kid"].clone()).collect();
+    let kids: Vec<_> = out.lines().iter().map(|v| v["kid"].clone()).collect();
     let want: Vec<_> = keys.iter().flat_map(|(kid, ..)| [*kid, *kid]).collect();
     assert_eq!(kids, want);
 }
@@ -434,7 +361,7 @@ mod remote {
             .await
             .unwrap();
         assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-        let verdicts = out.verdicts();
+        let verdicts = out.lines();
         assert_eq!(verdicts[0]["valid"], true);
         assert_eq!(verdicts[0]["kid"], "rsa-b");
         assert_eq!(verdicts[1]["kind"], "Expired");

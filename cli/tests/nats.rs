@@ -4,16 +4,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use jwt_relay_nats::async_nats::jetstream::{self, stream::StorageType};
 use jwt_relay_nats::{ServiceError, Topology, async_nats};
 use serde_json::Value;
 
-const ISS: &str = "https://id.example.test";
+mod support;
+
+use support::{ISS, Run, finish, keygen, mint};
+
 const AUD: &str = "shipments";
 
 fn nats_url() -> String {
@@ -47,41 +49,9 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
-/// What one run of the binary left.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
+/// The binary, started against the test server.
 fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_jwt-relay"))
-        .args(args)
-        .env("NATS_URL", nats_url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(mut child: Child, stdin: &str) -> Run {
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    support::spawn(args, &[("NATS_URL", &nats_url())])
 }
 
 fn run(args: &[&str], stdin: &str) -> Run {
@@ -90,32 +60,13 @@ fn run(args: &[&str], stdin: &str) -> Run {
 
 /// A key pair in `dir`, and tokens of `alice`: valid, then for another audience.
 fn tokens(dir: &Path) -> (String, String, String) {
-    let dir_arg = dir.to_str().unwrap();
-    let out = run(
-        &[
-            "keygen",
-            "--alg",
-            "ES256",
-            "--kid",
-            "nats-1",
-            "--out-dir",
-            dir_arg,
-        ],
-        "",
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let key = dir.join("nats-1.jwk.json");
-    let mint = |aud: &str| {
-        let key = key.to_str().unwrap();
-        let args = [
-            "mint", "--key", key, "--iss", ISS, "--aud", aud, "--sub", "alice", "--ttl", "5m",
-        ];
-        let out = run(&args, "");
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        out.stdout.trim().to_owned()
-    };
-    let jwks = dir.join("nats-1.jwks.json").to_str().unwrap().to_owned();
-    (jwks, mint(AUD), mint("billing"))
+    let (key, jwks) = keygen(dir, "ES256", "nats-1");
+    let key = key.to_str().unwrap();
+    (
+        jwks.to_str().unwrap().to_owned(),
+        mint(key, AUD, &[]),
+        mint(key, "billing", &[]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

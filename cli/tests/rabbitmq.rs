@@ -4,9 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use jwt_relay_rabbitmq::Topology;
 use serde_json::Value;
@@ -17,80 +15,18 @@ mod broker;
 
 use broker::{broker, unique};
 
-const ISS: &str = "https://id.example.test";
+mod support;
+
+use support::{ISS, keygen, mint, run};
+
 const AUD: &str = "invoices";
-
-/// What one run of the binary left.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-fn run(args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jwt-relay"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
 
 /// A key pair in `dir`, and tokens of `alice`: valid, then expired.
 fn tokens(dir: &Path) -> (String, String, String) {
-    let out = run(
-        &[
-            "keygen",
-            "--alg",
-            "ES256",
-            "--kid",
-            "rmq-1",
-            "--out-dir",
-            dir.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let key = dir.join("rmq-1.jwk.json");
-    let mint = |ttl: &str| {
-        let out = run(
-            &[
-                "mint",
-                "--key",
-                key.to_str().unwrap(),
-                "--iss",
-                ISS,
-                "--aud",
-                AUD,
-                "--sub",
-                "alice",
-                "--ttl",
-                ttl,
-            ],
-            "",
-        );
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        out.stdout.trim().to_owned()
-    };
-    let jwks = dir.join("rmq-1.jwks.json").to_str().unwrap().to_owned();
-    (jwks, mint("5m"), mint("-10m"))
+    let (key, jwks) = keygen(dir, "ES256", "rmq-1");
+    let key = key.to_str().unwrap();
+    let mint = |ttl: &str| mint(key, AUD, &["--ttl", ttl]);
+    (jwks.to_str().unwrap().to_owned(), mint("5m"), mint("-10m"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
