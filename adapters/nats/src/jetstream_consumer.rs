@@ -245,7 +245,7 @@ impl JetStreamConsumer {
             }
             Err(e) => {
                 tracing::warn!(subject = %message.subject, "not a JetStream message, terminated: {e}");
-                self.settle(&message, AckKind::Term).await;
+                self.settle(&message, AckKind::Term, &stopping).await;
                 return Ok(());
             }
         };
@@ -259,9 +259,11 @@ impl JetStreamConsumer {
         loop {
             let headers = NatsHeadersRef::of(&received.message.message);
             match self.guard.check(&headers, &info).await {
-                Outcome::Accept(context) => return self.handle(&received, context, handler).await,
+                Outcome::Accept(context) => {
+                    return self.handle(&received, context, handler, &stopping).await;
+                }
                 Outcome::Reject(reason) => {
-                    self.dead_letter(&received, &reason).await;
+                    self.dead_letter(&received, &reason, &stopping).await;
                     return Ok(());
                 }
                 Outcome::Retry(reason, delay) => {
@@ -303,6 +305,7 @@ impl JetStreamConsumer {
         received: &Received,
         context: jwt_relay::AuthContext,
         handler: &H,
+        stopping: &Stopping,
     ) -> Result<()>
     where
         H: Fn(Delivery) -> Fut,
@@ -317,7 +320,7 @@ impl JetStreamConsumer {
         let work = run_handler(context.clone(), async { handler(delivery).await });
         let failure = match self.with_progress(&received.message, work).await {
             Ok(()) => {
-                self.settle(&received.message, AckKind::Ack).await;
+                self.settle(&received.message, AckKind::Ack, stopping).await;
                 self.report(received, EventOutcome::Accepted(&context));
                 return Ok(());
             }
@@ -339,7 +342,7 @@ impl JetStreamConsumer {
             }
             HandlerVerdict::DeadLetter(reason) => {
                 self.reporter.handler_failed();
-                self.dead_letter(received, &reason).await;
+                self.dead_letter(received, &reason, stopping).await;
             }
         }
         Ok(())
@@ -347,7 +350,7 @@ impl JetStreamConsumer {
 
     /// Publishes the copy (waiting for its store), then terms the original;
     /// if the copy cannot be stored, naks the original instead.
-    async fn dead_letter(&self, received: &Received, reason: &jwt_relay::Error) {
+    async fn dead_letter(&self, received: &Received, reason: &jwt_relay::Error, stopping: &Stopping) {
         let message = &received.message;
         let subject = message.subject.as_str();
         let target = self.dead_letter.subject_for(subject);
@@ -367,7 +370,7 @@ impl JetStreamConsumer {
         match publish_acked(&message.context, &target, headers, message.payload.clone()).await {
             Ok(_) => {
                 self.reporter.dead_lettered();
-                self.settle(message, AckKind::Term).await;
+                self.settle(message, AckKind::Term, stopping).await;
                 let outcome = EventOutcome::Rejected {
                     reason,
                     dead_letter: Some(&target),
@@ -433,9 +436,11 @@ impl JetStreamConsumer {
     }
 
     /// Acks or terms, waiting for the server's confirmation when double
-    /// acks are on. A failure is logged: the server redelivers the message.
-    async fn settle(&self, message: &jetstream::Message, kind: AckKind) {
-        let sent = if self.double_ack {
+    /// acks are on or the run is stopping (so that what the handlers in
+    /// flight finished is settled on the server when `run` returns). A
+    /// failure is logged: the server redelivers the message.
+    async fn settle(&self, message: &jetstream::Message, kind: AckKind, stopping: &Stopping) {
+        let sent = if self.double_ack || stopping.is_stopping() {
             message.double_ack_with(kind).await
         } else {
             message.ack_with(kind).await
