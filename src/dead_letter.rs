@@ -24,6 +24,15 @@ pub const ORIGINAL_STREAM: &str = "x-jwt-relay-original-stream";
 /// Header with the sequence number of a dead-lettered message in its stream.
 pub const ORIGINAL_SEQUENCE: &str = "x-jwt-relay-original-sequence";
 
+/// Header with the partition a dead-lettered Kafka record was read from.
+pub const ORIGINAL_PARTITION: &str = "x-jwt-relay-original-partition";
+/// Header with the offset of a dead-lettered Kafka record in its partition.
+pub const ORIGINAL_OFFSET: &str = "x-jwt-relay-original-offset";
+/// Header with the timestamp of a dead-lettered record, in Unix
+/// milliseconds, followed by who set it: `1700000000000 create-time` or
+/// `… log-append-time`.
+pub const ORIGINAL_TIMESTAMP: &str = "x-jwt-relay-original-timestamp";
+
 /// The reason headers, in this order.
 const REASONS: [&str; 4] = [REASON_KIND, REASON_CLASS, REASON_MESSAGE, REASON_TIME];
 

@@ -77,6 +77,7 @@ mod policy;
 mod propagator;
 mod publish_error;
 mod remote;
+mod report;
 mod token_header;
 mod verifier;
 
@@ -90,8 +91,9 @@ pub use claims::Claims;
 pub use consume_error::{ConsumeError, ConsumeErrorKind};
 pub use context::{Acceptance, Actor, AuthContext};
 pub use dead_letter::{
-    ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, REASON_CLASS, REASON_KIND, REASON_MESSAGE,
-    REASON_TIME, dead_letter_headers, keep_in_dead_letter, reason_headers,
+    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
+    ORIGINAL_TIMESTAMP, REASON_CLASS, REASON_KIND, REASON_MESSAGE, REASON_TIME, dead_letter_headers,
+    keep_in_dead_letter, reason_headers,
 };
 pub use error::{Error, ErrorClass, ErrorKind, Result};
 pub use exchange::{
@@ -108,6 +110,7 @@ pub use policy::{ExpiredToken, ExpiryPolicy, Grace, Or, Outcome, PublishTime, Re
 pub use propagator::{Propagator, PropagatorBuilder};
 pub use publish_error::{PublishError, PublishErrorKind};
 pub use remote::RemoteOptions;
+pub use report::{EventOutcome, RunReport, Stats};
 pub use token_header::TokenHeader;
 pub use verifier::{Verifier, VerifierBuilder, now_unix};
 

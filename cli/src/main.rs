@@ -11,6 +11,7 @@
 //!   consumes a queue through the guard, one JSON line per message.
 //! - `nats publish|consume|serve-echo` does the same on NATS (core or
 //!   JetStream), and serves a verified echo service for request/reply.
+//! - `kafka publish|consume` does the same on Kafka.
 //!
 //! Exit status: 0 when everything passed, 1 when a token failed or a key was
 //! rejected, 2 on a usage or configuration error. Tokens and key material
@@ -20,7 +21,9 @@ mod dev_sts;
 mod duration;
 mod guard_args;
 mod jwks;
+mod kafka;
 mod keygen;
+mod lines;
 mod mint;
 mod nats;
 mod rabbitmq;
@@ -60,6 +63,9 @@ enum Command {
     /// Publish to and consume from NATS (core and JetStream), and serve a verified echo service.
     #[command(subcommand)]
     Nats(nats::Command),
+    /// Send to and consume from Kafka, with the token in the record headers.
+    #[command(subcommand)]
+    Kafka(kafka::Command),
 }
 
 /// What stops a command before it is done: a bad option, an unreadable
@@ -112,6 +118,7 @@ async fn main() -> ExitCode {
         Command::DevSts(args) => dev_sts::run(args).await.map(|()| true),
         Command::Rabbitmq(command) => rabbitmq::run(command).await,
         Command::Nats(command) => nats::run(command).await,
+        Command::Kafka(command) => kafka::run(command).await,
     };
     match passed {
         Ok(true) => ExitCode::SUCCESS,

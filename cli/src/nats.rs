@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jwt_relay::{Guard, Propagator};
 use jwt_relay_nats::async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
@@ -13,10 +13,10 @@ use jwt_relay_nats::{
     ServiceRequest, bytes::Bytes,
 };
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::sync::Notify;
 
 use crate::guard_args::GuardArgs;
+use crate::lines::{Outcomes, TokenLines, json, parse_header};
 use crate::{Failure, print_line};
 
 /// `jwt-relay nats …`.
@@ -167,25 +167,10 @@ async fn publish(args: &PublishArgs) -> Result<bool, Failure> {
     let client = connect(&args.url).await?;
     let js = jetstream::new(client.clone());
     let propagator = Propagator::default();
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    let mut line = Vec::new();
+    let mut tokens = TokenLines::stdin();
     let mut all_published = true;
-    loop {
-        line.clear();
-        let read = stdin
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
-        if read == 0 {
-            break;
-        }
-        let Ok(text) = std::str::from_utf8(&line) else {
-            return Err(Failure::new("a stdin line is not UTF-8 text"));
-        };
-        let token = text.trim();
-        if token.is_empty() {
-            continue;
-        }
+    while let Some(token) = tokens.next().await? {
+        let token = token.as_str();
         let mut headers = base.clone();
         let mut published = Published {
             published: false,
@@ -275,8 +260,7 @@ fn consumed<'a>(event: &Event<'a>) -> Option<Consumed<'a>> {
 struct Printer {
     count: Option<u64>,
     printed: Arc<AtomicU64>,
-    refused: Arc<AtomicBool>,
-    unwritable: Arc<AtomicBool>,
+    outcomes: Outcomes,
     done: Arc<Notify>,
 }
 
@@ -285,19 +269,14 @@ impl Printer {
         Printer {
             count,
             printed: Arc::default(),
-            refused: Arc::default(),
-            unwritable: Arc::default(),
+            outcomes: Outcomes::default(),
             done: Arc::default(),
         }
     }
 
     fn print(&self, event: &Event<'_>) {
         let Some(line) = consumed(event) else { return };
-        if line.outcome != "accepted" {
-            self.refused.store(true, Ordering::Relaxed);
-        }
-        if json(&line).and_then(print_line).is_err() {
-            self.unwritable.store(true, Ordering::Relaxed);
+        if !self.outcomes.print(&line, line.outcome != "accepted") {
             self.done.notify_one();
         }
         let printed = self.printed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -324,10 +303,7 @@ impl Printer {
 
     /// `Ok(true)` when every message was accepted.
     fn verdict(&self) -> Result<bool, Failure> {
-        if self.unwritable.load(Ordering::Relaxed) {
-            return Err(Failure::new("cannot write to stdout"));
-        }
-        Ok(!self.refused.load(Ordering::Relaxed))
+        self.outcomes.verdict()
     }
 }
 
@@ -437,18 +413,6 @@ async fn connect(url: &NatsUrl) -> Result<async_nats::Client, Failure> {
     async_nats::connect(url.0.as_str())
         .await
         .map_err(|e| Failure::new(format!("cannot connect to {url:?}: {e}")))
-}
-
-fn json(value: &impl Serialize) -> Result<String, Failure> {
-    serde_json::to_string(value).map_err(|e| Failure::new(format!("cannot write JSON: {e}")))
-}
-
-/// `name=value`.
-fn parse_header(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
-        _ => Err(format!("`{text}` is not name=value")),
-    }
 }
 
 #[cfg(test)]

@@ -2,17 +2,15 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use jwt_relay::Propagator;
 use jwt_relay_rabbitmq::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use jwt_relay_rabbitmq::lapin::{BasicProperties, Connection, ConnectionProperties};
 use jwt_relay_rabbitmq::{Connector, Consumer, DeadLetter, Publisher, Settled, Settlement, Topology};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::guard_args::GuardArgs;
+use crate::lines::{Outcomes, TokenLines, ctrl_c, json, parse_header};
 use crate::{Failure, print_line};
 
 /// `jwt-relay rabbitmq …`.
@@ -128,25 +126,10 @@ async fn publish(args: &PublishArgs) -> Result<bool, Failure> {
     let publisher = Publisher::new(channel, Propagator::default())
         .await
         .map_err(|e| Failure::new(e.to_string()))?;
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    let mut line = Vec::new();
+    let mut tokens = TokenLines::stdin();
     let mut all_published = true;
-    loop {
-        line.clear();
-        let read = stdin
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
-        if read == 0 {
-            break;
-        }
-        let Ok(text) = std::str::from_utf8(&line) else {
-            return Err(Failure::new("a stdin line is not UTF-8 text"));
-        };
-        let token = text.trim();
-        if token.is_empty() {
-            continue;
-        }
+    while let Some(token) = tokens.next().await? {
+        let token = token.as_str();
         let properties = BasicProperties::default().with_headers(headers.clone());
         let result = publisher
             .publish_with_token(
@@ -212,8 +195,6 @@ async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
             .map_err(|e| Failure::new(format!("cannot declare `{queue}` and its queues: {e}")))?;
         close(&connection).await;
     }
-    let dead_lettered = Arc::new(AtomicBool::new(false));
-    let unwritable = Arc::new(AtomicBool::new(false));
     let mut builder = Consumer::builder(queue, guard)
         .prefetch(args.prefetch)
         .dead_letter(DeadLetter::queue(dlq))
@@ -221,32 +202,22 @@ async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
     if let Some(count) = args.count {
         builder = builder.limit(count);
     }
-    let (flag_dead, flag_unwritable) = (dead_lettered.clone(), unwritable.clone());
+    let outcomes = Outcomes::default();
+    let printer = outcomes.clone();
     let consumer = builder
         .on_settled(move |settled: &Settled<'_>| {
-            if settled.settlement() == Settlement::DeadLettered {
-                flag_dead.store(true, Ordering::Relaxed);
-            }
-            if json(&consumed(settled)).and_then(print_line).is_err() {
-                flag_unwritable.store(true, Ordering::Relaxed);
-            }
+            printer.print(
+                &consumed(settled),
+                settled.settlement() == Settlement::DeadLettered,
+            );
         })
         .build();
     let connector = Connector::new(args.url.0.as_str());
-    let shutdown = async {
-        // Without a signal handler, Ctrl-C ends the process; unacknowledged messages go back.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
     consumer
-        .run(&connector, |_| async { Ok::<(), Infallible>(()) }, shutdown)
+        .run(&connector, |_| async { Ok::<(), Infallible>(()) }, ctrl_c())
         .await
         .map_err(|e| Failure::new(e.to_string()))?;
-    if unwritable.load(Ordering::Relaxed) {
-        return Err(Failure::new("cannot write to stdout"));
-    }
-    Ok(!dead_lettered.load(Ordering::Relaxed))
+    outcomes.verdict()
 }
 
 /// The JSON line of a settled message. Never holds the token.
@@ -277,16 +248,4 @@ async fn connect(url: &AmqpUrl) -> Result<Connection, Failure> {
 async fn close(connection: &Connection) {
     // The work is done and confirmed; a failed close changes nothing.
     let _ = connection.close(200, ShortString::from("OK")).await;
-}
-
-fn json(value: &impl Serialize) -> Result<String, Failure> {
-    serde_json::to_string(value).map_err(|e| Failure::new(format!("cannot write JSON: {e}")))
-}
-
-/// `name=value`.
-fn parse_header(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
-        _ => Err(format!("`{text}` is not name=value")),
-    }
 }

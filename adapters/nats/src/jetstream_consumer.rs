@@ -17,7 +17,9 @@ use tokio::time::Instant;
 use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
 use crate::delivery::{Delivery, JetStreamMeta};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventOutcome, Reporter, RunReport, Stats};
+use jwt_relay::{EventOutcome, RunReport, Stats};
+
+use crate::event::{Event, Reporter};
 use crate::headers::NatsHeadersRef;
 use crate::jetstream_publisher::publish_acked;
 use crate::jetstream_source::{PullOptions, messages};

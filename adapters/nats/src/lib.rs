@@ -97,10 +97,11 @@ mod topology;
 
 pub use delivery::Delivery;
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, EventOutcome, RunReport, Stats};
+pub use event::Event;
 pub use headers::{NatsHeaders, NatsHeadersRef};
 pub use jetstream_consumer::JetStreamConsumer;
 pub use jetstream_publisher::JetStreamPublisher;
+pub use jwt_relay::{EventOutcome, RunReport, Stats};
 pub use publisher::NatsPublisher;
 pub use service::{NatsService, ServiceRequest};
 pub use service_error::ServiceError;

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use jwt_relay::{AuthContext, Guard, MessageInfo, Outcome, run_handler};
 
 use crate::error::{Error, Result};
-use crate::event::{Event, EventOutcome, Reporter, RunReport, Stats};
+use jwt_relay::{EventOutcome, RunReport, Stats};
+
+use crate::event::{Event, Reporter};
 use crate::headers::{NatsHeadersRef, pairs};
 use crate::run_loop::run_loop;
 use crate::service_error::ServiceError;

@@ -11,7 +11,9 @@ use jwt_relay::{Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, after_hand
 use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
 use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind as NatsErrorKind, Result};
-use crate::event::{Event, EventOutcome, Reporter, RunReport, Stats};
+use jwt_relay::{EventOutcome, RunReport, Stats};
+
+use crate::event::{Event, Reporter};
 use crate::headers::NatsHeadersRef;
 use crate::run_loop::{Stopping, run_loop};
 

@@ -1,0 +1,432 @@
+//! The consume side: topics read through the Guard, partitions handled in order and
+//! concurrently, offsets stored only once a record is settled.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use jwt_relay::{Backoff, ConsumeError, ConsumeErrorKind, Guard, RunReport, Stats};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::dead_letter::DeadLetter;
+use crate::delivery::Delivery;
+use crate::event::{Event, Reporter};
+use crate::partition::{Partition, Signal};
+
+/// What a consumer stops with: [`jwt_relay::ConsumeError`].
+pub type Result<T, E = ConsumeError> = std::result::Result<T, E>;
+
+/// Consumer settings that a producer does not know (removed from the dead-letter producer's
+/// configuration, so that librdkafka does not warn about them).
+const CONSUMER_ONLY: [&str; 13] = [
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "enable.partition.eof",
+];
+
+/// Reads Kafka topics through a [`Guard`], with at-least-once delivery:
+///
+/// | outcome | what happens to the record |
+/// |---|---|
+/// | `Accept` | the handler runs in the identity's [`scope`](jwt_relay::scope); on success its offset is stored |
+/// | handler error or panic | the handler is called again after the [`backoff`](ConsumerBuilder::backoff), at most [`max_attempts`](ConsumerBuilder::max_attempts) times in all, then the record is dead-lettered (`Handler`) |
+/// | `Reject` | a copy goes to the [dead-letter topic](DeadLetter) (`<topic>.dlq`) with the reason, the original topic, partition, offset and timestamp as headers and without the token; once the broker acknowledged it, the offset is stored. If the copy cannot be written, the record is tried again later: never lost |
+/// | `Retry` | the partition is paused and rewound to the record, and resumed after the delay; other partitions keep flowing, no offset moves |
+/// | `Halt` | nothing is stored for the record, the consumer stops, and [`run`](Consumer::run) returns [`ConsumeErrorKind::Halted`] |
+///
+/// Records of one partition are handled in order, one at a time; partitions are handled
+/// concurrently, at most [`concurrency`](ConsumerBuilder::concurrency) at once. The consumer
+/// sets `enable.auto.offset.store=false`: an offset is stored only after its record was handled
+/// or dead-lettered, and committed by librdkafka's auto-commit (and at shutdown). The record's
+/// timestamp goes to the expiry policy: `LogAppendTime` as set by the broker, `CreateTime` as
+/// set by the producer.
+///
+/// ```no_run
+/// use jwt_relay::{Guard, Verifier};
+/// use jwt_relay_kafka::Consumer;
+/// use jwt_relay_kafka::rdkafka::ClientConfig;
+///
+/// # async fn run(verifier: Verifier) -> Result<(), jwt_relay::ConsumeError> {
+/// let mut config = ClientConfig::new();
+/// config
+///     .set("bootstrap.servers", "127.0.0.1:9092")
+///     .set("group.id", "billing");
+/// let consumer = Consumer::builder(&config, Guard::new(verifier)).topic("orders").build()?;
+/// let report = consumer
+///     .run(
+///         |delivery| async move {
+///             println!("order from {:?}", delivery.context().subject());
+///             Ok::<_, std::io::Error>(())
+///         },
+///         std::future::pending(), // a shutdown signal, such as Ctrl-C
+///     )
+///     .await?;
+/// println!("{} handled", report.accepted);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Consumer {
+    inner: Arc<Inner>,
+}
+
+/// What a consumer is, shared with its partitions' tasks.
+pub(crate) struct Inner {
+    pub(crate) consumer: StreamConsumer,
+    pub(crate) producer: FutureProducer,
+    pub(crate) guard: Guard,
+    pub(crate) topics: Vec<String>,
+    pub(crate) dead_letter: DeadLetter,
+    pub(crate) keep_token: bool,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) buffer: usize,
+    pub(crate) concurrency: Semaphore,
+    pub(crate) reporter: Reporter,
+    pub(crate) limit: Option<u64>,
+    /// Records started and settled under the limit.
+    pub(crate) taken: AtomicU64,
+    pub(crate) settled: AtomicU64,
+    pub(crate) produce_timeout: Duration,
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("Consumer")
+            .field("topics", &inner.topics)
+            .field("guard", &inner.guard)
+            .field("dead_letter", &inner.dead_letter)
+            .field("keep_token", &inner.keep_token)
+            .field("max_attempts", &inner.max_attempts)
+            .field("backoff", &inner.backoff)
+            .field("buffer", &inner.buffer)
+            .field("limit", &inner.limit)
+            .field("stats", &inner.reporter.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Consumer`].
+pub struct ConsumerBuilder {
+    config: ClientConfig,
+    guard: Guard,
+    topics: Vec<String>,
+    producer: Option<FutureProducer>,
+    dead_letter: DeadLetter,
+    keep_token: bool,
+    max_attempts: u32,
+    backoff: Backoff,
+    buffer: usize,
+    concurrency: usize,
+    reporter: Reporter,
+    limit: Option<u64>,
+    produce_timeout: Duration,
+}
+
+impl fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("topics", &self.topics)
+            .field("dead_letter", &self.dead_letter)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Starts a consumer with `config` (at least `bootstrap.servers` and `group.id`) through
+    /// `guard`: dead letters to `<topic>.dlq` without the token, 3 handler attempts with the
+    /// default [`Backoff`] between them, 16 partitions at once, 64 records buffered per
+    /// partition.
+    pub fn builder(config: &ClientConfig, guard: Guard) -> ConsumerBuilder {
+        ConsumerBuilder {
+            config: config.clone(),
+            guard,
+            topics: Vec::new(),
+            producer: None,
+            dead_letter: DeadLetter::default(),
+            keep_token: false,
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            buffer: 64,
+            concurrency: 16,
+            reporter: Reporter::default(),
+            limit: None,
+            produce_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The counts so far; readable while [`run`](Self::run) runs.
+    pub fn stats(&self) -> Stats {
+        self.inner.reporter.stats.clone()
+    }
+
+    /// The rdkafka consumer, for what this wrapper does not do (lag, watermarks).
+    pub fn inner(&self) -> &StreamConsumer {
+        &self.inner.consumer
+    }
+
+    /// Consumes until `shutdown` completes, the [`limit`](ConsumerBuilder::limit) is reached,
+    /// or the guard halts. Each accepted record is passed to `handler`, which runs in its
+    /// partition's task, in the record's identity's scope.
+    ///
+    /// Subscribing fails with [`ConsumeErrorKind::Connection`]. Broker outages later are
+    /// librdkafka's to ride out: it reconnects, and the records not yet stored are read again.
+    ///
+    /// Shutting down is graceful: no more records are taken, the handlers in flight finish and
+    /// their records are settled, the stored offsets are committed, and the consumer leaves its
+    /// group. Records buffered but not started are read again by the next consumer of their
+    /// partition. Dropping the future instead stops at once, committing nothing more: the
+    /// records not committed are delivered again (at least once).
+    pub async fn run<H, Fut, E, S>(&self, handler: H, shutdown: S) -> Result<RunReport>
+    where
+        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Display + 'static,
+        S: Future<Output = ()>,
+    {
+        let inner = &self.inner;
+        let topics: Vec<&str> = inner.topics.iter().map(String::as_str).collect();
+        inner.consumer.subscribe(&topics).map_err(|e| {
+            ConsumeError::new(
+                ConsumeErrorKind::Connection,
+                format!("cannot subscribe to Kafka topics {topics:?}: {e}"),
+            )
+            .with_source(e)
+        })?;
+        let handler = Arc::new(handler);
+        let (stop, stopping) = watch::channel(false);
+        let (signal, mut signals) = mpsc::unbounded_channel();
+        let mut partitions: HashMap<(String, i32), mpsc::Sender<Arc<OwnedMessage>>> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let mut shutdown = pin!(shutdown);
+        let mut result = Ok(());
+        {
+            let mut stream = inner.consumer.stream();
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    Some(signal) = signals.recv() => match signal {
+                        Signal::Halt(reason) => {
+                            result = Err(ConsumeError::halted(reason));
+                            break;
+                        }
+                        Signal::LimitReached => break,
+                    },
+                    message = stream.next() => message,
+                };
+                let record = match message {
+                    None => break,
+                    Some(Ok(message)) => Arc::new(message.detach()),
+                    Some(Err(e)) => {
+                        // librdkafka reconnects and retries by itself; these are reports.
+                        tracing::warn!(topics = ?inner.topics, "Kafka consumer error: {e}");
+                        continue;
+                    }
+                };
+                let key = (record.topic().to_owned(), record.partition());
+                let queue = partitions.entry(key).or_insert_with(|| {
+                    let (queue, records) = mpsc::channel(inner.buffer);
+                    let partition = Partition {
+                        inner: self.inner.clone(),
+                        handler: handler.clone(),
+                        topic: record.topic().to_owned(),
+                        partition: record.partition(),
+                        stopping: stopping.clone(),
+                        signal: signal.clone(),
+                    };
+                    tasks.spawn(partition.run(records));
+                    queue
+                });
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    // A closed queue is a partition that stopped (the limit): the record is read
+                    // again by the next run, as nothing was stored for it.
+                    _ = queue.send(record) => {}
+                }
+            }
+        }
+        stop.send_replace(true);
+        drop(partitions);
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::error!("a Kafka partition task failed: {e}");
+            }
+        }
+        // A halt found while the others finished.
+        if let (Ok(()), Ok(Signal::Halt(reason))) = (&result, signals.try_recv()) {
+            result = Err(ConsumeError::halted(reason));
+        }
+        self.close().await;
+        result.map(|()| inner.reporter.stats.snapshot())
+    }
+
+    /// Commits the stored offsets and leaves the group.
+    async fn close(&self) {
+        let inner = self.inner.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            match inner.consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(
+                    topics = ?inner.topics,
+                    "cannot commit the stored offsets (their records will be read again): {e}"
+                ),
+            }
+            inner.consumer.unsubscribe();
+        })
+        .await;
+        if let Err(e) = closed {
+            tracing::error!("closing the Kafka consumer failed: {e}");
+        }
+    }
+}
+
+impl ConsumerBuilder {
+    /// Adds a topic to read (at least one).
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Where rejected records go ([`DeadLetter`]: `<topic>.dlq` by default).
+    pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.dead_letter = dead_letter;
+        self
+    }
+
+    /// Writes dead-lettered copies with this producer, instead of one created from the
+    /// consumer's configuration.
+    pub fn dead_letter_producer(mut self, producer: FutureProducer) -> Self {
+        self.producer = Some(producer);
+        self
+    }
+
+    /// Keeps the token header in dead-lettered copies. Off by default: a dead-letter topic is
+    /// read by operators and tools, and should not hold usable tokens.
+    pub fn keep_token_in_dead_letters(mut self) -> Self {
+        self.keep_token = true;
+        self
+    }
+
+    /// How many times the handler is called for one record before it is dead-lettered (3; at
+    /// least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The backoff between handler attempts (transient verification failures use the guard's).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How many partitions are handled at once (16; at least 1).
+    pub fn concurrency(mut self, partitions: usize) -> Self {
+        self.concurrency = partitions.max(1);
+        self
+    }
+
+    /// How many records of one partition wait in memory for their turn (64; at least 1). When
+    /// a partition's buffer is full, reading waits for it.
+    pub fn buffer(mut self, records: usize) -> Self {
+        self.buffer = records.max(1);
+        self
+    }
+
+    /// How long a dead-lettered copy waits for the broker's acknowledgement (30 s).
+    pub fn produce_timeout(mut self, timeout: Duration) -> Self {
+        self.produce_timeout = timeout;
+        self
+    }
+
+    /// Stops after this many records were settled (handled or dead-lettered): for tools and
+    /// tests.
+    pub fn limit(mut self, records: u64) -> Self {
+        self.limit = Some(records);
+        self
+    }
+
+    /// Calls `callback` with what happened to each record, as it happens, from the record's
+    /// partition task: for logs, metrics and tools. It must not block.
+    pub fn on_event(mut self, callback: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
+        self.reporter.callback = Some(Arc::new(callback));
+        self
+    }
+
+    /// Creates the rdkafka consumer (with `enable.auto.offset.store=false`) and the
+    /// dead-letter producer. A missing `group.id`, no topic, or a configuration librdkafka
+    /// refuses is a [`ConsumeErrorKind::Configuration`] error.
+    pub fn build(self) -> Result<Consumer> {
+        let configuration = |message: String| ConsumeError::new(ConsumeErrorKind::Configuration, message);
+        if self.config.get("group.id").is_none() {
+            return Err(configuration("a Kafka consumer needs `group.id`".to_owned()));
+        }
+        if self.topics.is_empty() {
+            return Err(configuration(
+                "a Kafka consumer needs at least one topic".to_owned(),
+            ));
+        }
+        let mut config = self.config.clone();
+        config.set("enable.auto.offset.store", "false");
+        let consumer: StreamConsumer = config
+            .create()
+            .map_err(|e| configuration(format!("cannot create the Kafka consumer: {e}")).with_source(e))?;
+        let producer = match self.producer {
+            Some(producer) => producer,
+            None => {
+                let mut config = self.config;
+                for key in CONSUMER_ONLY {
+                    config.remove(key);
+                }
+                config.create().map_err(|e| {
+                    configuration(format!("cannot create the dead-letter producer: {e}")).with_source(e)
+                })?
+            }
+        };
+        Ok(Consumer {
+            inner: Arc::new(Inner {
+                consumer,
+                producer,
+                guard: self.guard,
+                topics: self.topics,
+                dead_letter: self.dead_letter,
+                keep_token: self.keep_token,
+                max_attempts: self.max_attempts,
+                backoff: self.backoff,
+                buffer: self.buffer,
+                concurrency: Semaphore::new(self.concurrency),
+                reporter: self.reporter,
+                limit: self.limit,
+                taken: AtomicU64::new(0),
+                settled: AtomicU64::new(0),
+                produce_timeout: self.produce_timeout,
+            }),
+        })
+    }
+}

@@ -1,0 +1,374 @@
+//! One partition's task: its records in order, each settled before the next starts, with the
+//! partition paused and rewound while a record waits for a retry.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use jwt_relay::{
+    EventOutcome, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure, run_handler,
+};
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, Timestamp, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+
+use crate::consumer::Inner;
+use crate::dead_letter::copy_headers;
+use crate::delivery::Delivery;
+use crate::event::Event;
+use crate::headers::KafkaHeaders;
+
+/// What a partition tells the run.
+#[derive(Debug)]
+pub(crate) enum Signal {
+    /// The guard halted: stop everything.
+    Halt(jwt_relay::Error),
+    /// The last record under the limit was settled.
+    LimitReached,
+}
+
+/// What became of one try at a record.
+enum Step {
+    /// Its offset is stored: on to the next.
+    Settled,
+    /// Try it again after this delay.
+    Later(Duration),
+    /// Stop the consumer.
+    Halt(jwt_relay::Error),
+}
+
+/// The tries at the record in hand, kept while it is read again after a rewind.
+#[derive(Debug, Default)]
+struct Tries {
+    offset: Option<i64>,
+    /// Guard checks that ended in a retry.
+    checks: u32,
+    /// Handler calls that failed.
+    failures: u32,
+    /// Dead-letter copies that could not be written.
+    copies: u32,
+}
+
+pub(crate) struct Partition<H> {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) handler: Arc<H>,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) stopping: watch::Receiver<bool>,
+    pub(crate) signal: mpsc::UnboundedSender<Signal>,
+}
+
+impl<H, Fut, E> Partition<H>
+where
+    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Display + 'static,
+{
+    /// Handles the partition's records until the run stops, the limit is reached, or a halt.
+    pub(crate) async fn run(mut self, mut records: mpsc::Receiver<Arc<OwnedMessage>>) {
+        let mut tries = Tries::default();
+        // The offset the partition was rewound to: records after it are stale copies, read again.
+        let mut rewound: Option<i64> = None;
+        let mut next = None;
+        loop {
+            let record = match next.take() {
+                Some(record) => record,
+                None => tokio::select! {
+                    biased;
+                    _ = self.stopping.wait_for(|stop| *stop) => return,
+                    record = records.recv() => match record {
+                        Some(record) => record,
+                        None => return,
+                    },
+                },
+            };
+            let offset = record.offset();
+            if rewound.is_some_and(|at| offset > at) {
+                continue;
+            }
+            rewound = None;
+            if tries.offset != Some(offset) {
+                if !self.take_ticket() {
+                    return;
+                }
+                tries = Tries {
+                    offset: Some(offset),
+                    ..Tries::default()
+                };
+            }
+            let step = {
+                let Ok(_permit) = self.inner.concurrency.acquire().await else {
+                    return;
+                };
+                self.process(&record, &mut tries).await
+            };
+            match step {
+                Step::Settled => self.settled(),
+                Step::Later(delay) => {
+                    rewound = Some(offset);
+                    match self.hold(&mut records, offset, delay).await {
+                        Hold::Resumed => {}
+                        Hold::Earlier(record) => next = Some(record),
+                        Hold::Stopped => return,
+                    }
+                }
+                Step::Halt(reason) => {
+                    let _ = self.signal.send(Signal::Halt(reason));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Counts a new record against the limit; `false` once the limit is taken.
+    fn take_ticket(&self) -> bool {
+        self.inner
+            .limit
+            .is_none_or(|limit| self.inner.taken.fetch_add(1, Ordering::SeqCst) < limit)
+    }
+
+    fn settled(&self) {
+        if let Some(limit) = self.inner.limit
+            && self.inner.settled.fetch_add(1, Ordering::SeqCst) + 1 == limit
+        {
+            let _ = self.signal.send(Signal::LimitReached);
+        }
+    }
+
+    /// One try at `record`: the guard, then the handler or the dead-letter topic.
+    async fn process(&self, record: &Arc<OwnedMessage>, tries: &mut Tries) -> Step {
+        let mut info = MessageInfo::new(self.topic.as_str()).attempt(tries.checks);
+        info.published = publish_time(record.timestamp());
+        let headers = KafkaHeaders::new(record.headers());
+        match self.inner.guard.check(&headers, &info).await {
+            Outcome::Accept(context) => {
+                let delivery = Delivery {
+                    context: context.clone(),
+                    record: record.clone(),
+                    attempt: tries.failures,
+                };
+                let handler = self.handler.clone();
+                let failure = match run_handler(context.clone(), async move { handler(delivery).await }).await
+                {
+                    Ok(()) => {
+                        self.store(record);
+                        self.report(record, EventOutcome::Accepted(&context));
+                        return Step::Settled;
+                    }
+                    Err(failure) => failure,
+                };
+                tries.failures = tries.failures.saturating_add(1);
+                let inner = &self.inner;
+                match after_handler_failure(tries.failures, inner.max_attempts, &inner.backoff, &failure) {
+                    HandlerVerdict::Retry(delay) => {
+                        self.report(
+                            record,
+                            EventOutcome::HandlerFailed {
+                                reason: &failure,
+                                delay,
+                            },
+                        );
+                        Step::Later(delay)
+                    }
+                    HandlerVerdict::DeadLetter(reason) => {
+                        inner.reporter.stats.handler_failed();
+                        self.dead_letter(record, &reason, tries).await
+                    }
+                }
+            }
+            Outcome::Reject(reason) => self.dead_letter(record, &reason, tries).await,
+            Outcome::Retry(reason, delay) => {
+                tries.checks = tries.checks.saturating_add(1);
+                self.report(
+                    record,
+                    EventOutcome::Retry {
+                        reason: &reason,
+                        delay,
+                    },
+                );
+                Step::Later(delay)
+            }
+            Outcome::Halt(reason) => {
+                self.report(record, EventOutcome::Halted(&reason));
+                Step::Halt(reason)
+            }
+        }
+    }
+
+    /// Writes the copy and waits for the broker's ack, then stores the offset; if the copy
+    /// cannot be written, tries the record again later.
+    async fn dead_letter(&self, record: &OwnedMessage, reason: &jwt_relay::Error, tries: &mut Tries) -> Step {
+        let inner = &self.inner;
+        let target = inner.dead_letter.topic_for(&self.topic);
+        let headers = copy_headers(
+            record,
+            reason,
+            inner.guard.verifier().token_header(),
+            inner.keep_token,
+        );
+        let mut copy: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&target).headers(headers);
+        copy.payload = record.payload();
+        copy.key = record.key();
+        match inner.producer.send(copy, inner.produce_timeout).await {
+            Ok(_) => {
+                inner.reporter.stats.dead_lettered();
+                self.store(record);
+                let outcome = EventOutcome::Rejected {
+                    reason,
+                    dead_letter: Some(&target),
+                };
+                self.report(record, outcome);
+                Step::Settled
+            }
+            Err((e, _copy)) => {
+                let delay = inner.backoff.delay(tries.copies);
+                tries.copies = tries.copies.saturating_add(1);
+                tracing::error!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    offset = record.offset(),
+                    dead_letter = %target,
+                    ?delay,
+                    "cannot write the dead-lettered copy, the record will be tried again: {e}"
+                );
+                self.report(record, EventOutcome::Retry { reason, delay });
+                Step::Later(delay)
+            }
+        }
+    }
+
+    /// Stores the record's offset (librdkafka stores the next one) for the next commit.
+    fn store(&self, record: &OwnedMessage) {
+        if let Err(e) = self
+            .inner
+            .consumer
+            .store_offset(&self.topic, self.partition, record.offset())
+        {
+            // The partition was revoked: its new owner reads the record again.
+            tracing::warn!(
+                topic = %self.topic,
+                partition = self.partition,
+                offset = record.offset(),
+                "cannot store the offset (the record will be delivered again): {e}"
+            );
+        }
+    }
+
+    fn report(&self, record: &OwnedMessage, outcome: EventOutcome<'_>) {
+        self.inner.reporter.report(&Event {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: record.offset(),
+            outcome,
+        });
+    }
+
+    /// Waits `delay` with the partition paused, dropping the records read after `offset` (they
+    /// are read again), then resumes it and seeks back to `offset`.
+    async fn hold(
+        &mut self,
+        records: &mut mpsc::Receiver<Arc<OwnedMessage>>,
+        offset: i64,
+        delay: Duration,
+    ) -> Hold {
+        let list = self.partition_list(Offset::Invalid);
+        if let Err(e) = self.inner.consumer.pause(&list) {
+            tracing::debug!(topic = %self.topic, partition = self.partition, "cannot pause: {e}");
+        }
+        let wake = tokio::time::sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stopping.wait_for(|stop| *stop) => return Hold::Stopped,
+                () = &mut wake => break,
+                record = records.recv() => match record {
+                    None => return Hold::Stopped,
+                    Some(record) if record.offset() > offset => {}
+                    // The partition was reassigned and read again from its committed offset.
+                    Some(record) => return Hold::Earlier(record),
+                },
+            }
+        }
+        if let Err(e) = self.inner.consumer.resume(&list) {
+            tracing::debug!(topic = %self.topic, partition = self.partition, "cannot resume: {e}");
+        }
+        self.seek(offset).await
+    }
+
+    /// Seeks back to `offset`, trying again while the partition is still ours.
+    async fn seek(&mut self, offset: i64) -> Hold {
+        let mut failures = 0;
+        loop {
+            let inner = self.inner.clone();
+            let (topic, partition) = (self.topic.clone(), self.partition);
+            let sought = tokio::task::spawn_blocking(move || {
+                inner
+                    .consumer
+                    .seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10))
+            })
+            .await;
+            let error = match sought {
+                Ok(Ok(())) => return Hold::Resumed,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            if !self.assigned() {
+                // Its next owner (maybe us again) reads it from the committed offset.
+                return Hold::Resumed;
+            }
+            let delay = self.inner.backoff.delay(failures);
+            failures += 1;
+            tracing::warn!(topic = %self.topic, partition = self.partition, offset, ?delay, "cannot seek back: {error}");
+            tokio::select! {
+                _ = self.stopping.wait_for(|stop| *stop) => return Hold::Stopped,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    fn assigned(&self) -> bool {
+        self.inner.consumer.assignment().is_ok_and(|list| {
+            list.elements()
+                .iter()
+                .any(|e| e.topic() == self.topic && e.partition() == self.partition)
+        })
+    }
+
+    fn partition_list(&self, offset: Offset) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, self.partition)
+            .set_offset(offset)
+            .ok();
+        list
+    }
+}
+
+/// How a hold ended.
+enum Hold {
+    /// The partition reads from the held record again.
+    Resumed,
+    /// A record before the held one arrived (a reassignment): handle it next.
+    Earlier(Arc<OwnedMessage>),
+    /// The run is stopping.
+    Stopped,
+}
+
+/// A record's timestamp as the expiry policy sees it.
+fn publish_time(timestamp: Timestamp) -> Option<PublishTime> {
+    let (ms, broker) = match timestamp {
+        Timestamp::CreateTime(ms) => (ms, false),
+        Timestamp::LogAppendTime(ms) => (ms, true),
+        Timestamp::NotAvailable => return None,
+    };
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).ok()?);
+    Some(if broker {
+        PublishTime::broker(at)
+    } else {
+        PublishTime::client(at)
+    })
+}

@@ -1,0 +1,188 @@
+//! What happened to each consumed message ([`EventOutcome`]), and the
+//! counts a consumer keeps of it ([`Stats`], [`RunReport`]). Every broker
+//! adapter reports through these, each with its own event struct naming
+//! where the message was (subject, topic and partition, …).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::context::AuthContext;
+use crate::error::Error;
+
+/// What happened to a message.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum EventOutcome<'a> {
+    /// The handler ran with this identity and succeeded, and the message
+    /// was settled (acknowledged, its offset stored).
+    Accepted(&'a AuthContext),
+    /// The message is bad (a permanent verification failure, or a handler
+    /// out of attempts): reported, and a copy without the token published to
+    /// `dead_letter` when there is one (a request/reply service replies
+    /// with an error instead).
+    Rejected {
+        /// Why.
+        reason: &'a Error,
+        /// Where the dead-lettered copy went, if one was published.
+        dead_letter: Option<&'a str>,
+    },
+    /// A dependency is down (a transient failure): the message is tried
+    /// again after `delay`.
+    Retry {
+        /// Why.
+        reason: &'a Error,
+        /// How long until the next try.
+        delay: Duration,
+    },
+    /// The handler failed (returned an error or panicked) and will be tried
+    /// again after `delay`.
+    HandlerFailed {
+        /// The handler's error, as [`jwt_relay::ErrorKind::Handler`].
+        reason: &'a Error,
+        /// How long until the next try.
+        delay: Duration,
+    },
+    /// Our setup is wrong: the run stops and returns this error.
+    Halted(&'a Error),
+}
+
+/// Counts of what a run did so far. Read them while it runs with
+/// [`Stats::snapshot`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Messages the handler processed successfully.
+    pub accepted: u64,
+    /// Messages reported as rejected (guard rejections and handlers out of
+    /// attempts).
+    pub rejected: u64,
+    /// Dead-lettered copies published.
+    pub dead_lettered: u64,
+    /// Retries scheduled for transient failures.
+    pub retried: u64,
+    /// Handler calls that failed (returned an error or panicked).
+    pub handler_failures: u64,
+}
+
+/// Live counters of a subscriber, service or consumer: cheap to clone, and
+/// readable from any thread while it runs.
+#[derive(Clone, Default)]
+pub struct Stats {
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    dead_lettered: AtomicU64,
+    retried: AtomicU64,
+    handler_failures: AtomicU64,
+}
+
+impl Stats {
+    /// The counts so far.
+    pub fn snapshot(&self) -> RunReport {
+        let c = &self.counters;
+        RunReport {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            handler_failures: c.handler_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
+impl EventOutcome<'_> {
+    /// Logs the event through `tracing` (accepted, retries and handler
+    /// failures at DEBUG, rejections at WARN, a halt at ERROR), naming the
+    /// `destination` (subject, topic) and the message's `position` in it
+    /// (a stream sequence, a partition and offset): never a token.
+    pub fn log(&self, destination: &str, position: &dyn fmt::Display) {
+        match self {
+            EventOutcome::Accepted(_) => tracing::debug!(destination, %position, "handled"),
+            EventOutcome::Rejected { reason, dead_letter } => tracing::warn!(
+                destination, %position, dead_letter, kind = %reason.kind(), "rejected: {reason}"
+            ),
+            EventOutcome::Retry { reason, delay } => tracing::debug!(
+                destination, %position, ?delay, kind = %reason.kind(), "retrying later: {reason}"
+            ),
+            EventOutcome::HandlerFailed { reason, delay } => {
+                tracing::debug!(destination, %position, ?delay, "handler failed, retrying: {reason}")
+            }
+            EventOutcome::Halted(reason) => {
+                tracing::error!(destination, %position, kind = %reason.kind(), "halted: {reason}")
+            }
+        }
+    }
+}
+
+impl Stats {
+    /// Counts one event: a consumer calls this as it reports each message.
+    pub fn record(&self, outcome: &EventOutcome<'_>) {
+        let c = &self.counters;
+        let counter = match outcome {
+            EventOutcome::Accepted(_) => &c.accepted,
+            EventOutcome::Rejected { .. } => &c.rejected,
+            EventOutcome::Retry { .. } => &c.retried,
+            EventOutcome::HandlerFailed { .. } => &c.handler_failures,
+            EventOutcome::Halted(_) => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a dead-lettered copy that the broker stored.
+    pub fn dead_lettered(&self) {
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a handler failure that ends in a rejection (the rejection is
+    /// counted on its own, by [`record`](Self::record)).
+    pub fn handler_failed(&self) {
+        self.counters.handler_failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn each_outcome_counts_once_and_clones_share_the_counts() {
+        let stats = Stats::default();
+        let view = stats.clone();
+        let reason = Error::new(ErrorKind::Expired, "expired");
+        stats.record(&EventOutcome::Retry {
+            reason: &reason,
+            delay: Duration::from_secs(1),
+        });
+        stats.record(&EventOutcome::Rejected {
+            reason: &reason,
+            dead_letter: Some("orders.dlq"),
+        });
+        stats.dead_lettered();
+        stats.handler_failed();
+        stats.record(&EventOutcome::Halted(&reason));
+        let report = view.snapshot();
+        assert_eq!(
+            (
+                report.accepted,
+                report.rejected,
+                report.dead_lettered,
+                report.retried,
+                report.handler_failures
+            ),
+            (0, 1, 1, 1, 1)
+        );
+    }
+}
