@@ -335,7 +335,12 @@ async fn during_a_token_service_outage_messages_wait_and_all_arrive() {
     let stats = shop.sts.stats();
     assert!(stats.token_requests >= 8, "{stats:?}");
     assert_eq!(stats.exchanges_issued, 5, "{stats:?}");
-    assert_eq!(report.accepted, 5, "{report:?}");
+    let reasons: Vec<_> = broker
+        .dead_letters("invoices")
+        .iter()
+        .map(|m| format!("{}: {}", header(m, REASON_KIND), header(m, REASON_MESSAGE)))
+        .collect();
+    assert_eq!(report.accepted, 5, "{report:?}, dead-lettered: {reasons:?}");
     assert_eq!(report.dead_lettered, 0, "{report:?}");
     assert_eq!(report.handler_failures, 0, "{report:?}");
     assert_eq!(

@@ -1,7 +1,7 @@
 //! The `Exchange` expiry policy: trade the expired token for a fresh one.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::exchange::{ExchangeRequest, TokenExchanger};
 use crate::policy::{ExpiredToken, ExpiryPolicy, Outcome};
@@ -77,10 +77,10 @@ impl ExpiryPolicy for Exchange {
             Ok(issued) => issued,
             Err(e) => return Outcome::from_error(e, self.retry_delay),
         };
-        match expired
-            .verifier()
-            .verify_at(&issued.access_token, expired.now())
-            .await
+        // The fresh token was issued after `expired.now()`: checked against that time, its `iat`
+        // could be a second in the future.
+        let now = SystemTime::now().max(expired.now());
+        match expired.verifier().verify_at(&issued.access_token, now).await
         {
             Ok(fresh) => Outcome::Accept(fresh.into_exchanged()),
             Err(e) => Outcome::from_error(e, self.retry_delay),
