@@ -19,6 +19,7 @@ use jwt_relay::{
     Acceptance, AuthContext, Exchange, ExchangeCache, Guard, Headers, Issuer, Propagator, Rfc8693Client,
     Verifier, now_unix,
 };
+use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::json;
 
 /// How long the user's token lives: long enough for the first two hops.
@@ -29,6 +30,8 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     let orders = orders_from_args()?;
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    jwt_relay::observe::describe();
     let started = Instant::now();
     let sts = DevSts::start(DevStsConfig::default().client("shipping", "shipping-secret")).await?;
     let broker = MemoryBroker::new();
@@ -176,6 +179,18 @@ async fn main() -> Result<(), Failure> {
         notified.accepted, notified.dead_lettered
     );
     println!("token endpoint calls: {calls} for {orders} orders");
+    println!();
+    println!("metrics (what a Prometheus scrape would see; `--example metrics` serves them):");
+    let counters = [
+        "jwt_relay_messages_total",
+        "jwt_relay_exchanges_total",
+        "jwt_relay_jwks_fetches_total",
+    ];
+    for line in metrics.render().lines() {
+        if counters.iter().any(|name| line.starts_with(name)) {
+            println!("  {line}");
+        }
+    }
     println!(
         "{}",
         json!({

@@ -7,10 +7,11 @@ use std::time::SystemTime;
 
 use crate::backoff::Backoff;
 use crate::carrier::Extractor;
-use crate::context::Acceptance;
+use crate::context::{Acceptance, AuthContext};
 use crate::error::ErrorKind;
 use crate::policy::{DynPolicy, ExpiredToken, ExpiryPolicy, Outcome, PublishTime, Reject};
-use crate::verifier::Verifier;
+use crate::verifier::{Verifier, unix_seconds};
+use tracing::Span;
 
 /// What the Guard needs to know about a message besides its headers.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +61,7 @@ struct Inner {
     by_issuer: HashMap<String, Arc<dyn DynPolicy>>,
     by_destination: HashMap<String, Arc<dyn DynPolicy>>,
     backoff: Backoff,
+    record_subject: bool,
 }
 
 impl std::fmt::Debug for Guard {
@@ -75,6 +77,7 @@ impl std::fmt::Debug for Guard {
                 &self.inner.by_destination.keys().collect::<Vec<_>>(),
             )
             .field("backoff", &self.inner.backoff)
+            .field("record_subject", &self.inner.record_subject)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +108,7 @@ impl Guard {
                 by_issuer: HashMap::new(),
                 by_destination: HashMap::new(),
                 backoff: Backoff::default(),
+                record_subject: false,
             },
         }
     }
@@ -117,6 +121,23 @@ impl Guard {
     /// The backoff used for transient failures.
     pub fn backoff(&self) -> Backoff {
         self.inner.backoff
+    }
+
+    /// Writes who the token is from into the message's span: issuer, key id,
+    /// token age (from `iat`), and the subject if asked to.
+    fn record_identity(&self, span: &Span, context: &AuthContext, now: SystemTime) {
+        span.record("issuer", context.issuer());
+        if let Some(kid) = context.kid() {
+            span.record("kid", kid);
+        }
+        if let Some(iat) = context.claims().issued_at() {
+            span.record("token_age_s", unix_seconds(now).saturating_sub(iat));
+        }
+        if self.inner.record_subject
+            && let Some(subject) = context.subject()
+        {
+            span.record("subject", subject);
+        }
     }
 
     /// Decides on one message. The token is copied out of the headers before
@@ -136,8 +157,12 @@ impl Guard {
                 Err(e) => return Outcome::from_error(e, retry),
             };
             let now = SystemTime::now();
+            let span = Span::current();
             let error = match inner.verifier.verify_at(&token, now).await {
-                Ok(context) => return Outcome::Accept(context),
+                Ok(context) => {
+                    self.record_identity(&span, &context, now);
+                    return Outcome::Accept(context);
+                }
                 Err(e) if e.kind() == ErrorKind::Expired => e,
                 Err(e) => return Outcome::from_error(e, retry),
             };
@@ -145,6 +170,7 @@ impl Guard {
             let Some(context) = error.into_expired_context() else {
                 return Outcome::Reject(crate::Error::new(ErrorKind::Expired, message));
             };
+            self.record_identity(&span, &context, now);
             let policy = inner
                 .by_destination
                 .get(&info.destination)
@@ -159,13 +185,15 @@ impl Guard {
                 destination: info.destination,
                 verifier: inner.verifier.clone(),
             };
-            match policy.decide_boxed(expired).await {
+            let outcome = match policy.decide_boxed(expired).await {
                 // A policy that lets the expired token itself through accepts it under grace.
                 Outcome::Accept(ctx) if ctx.token() == token && ctx.acceptance() == Acceptance::Verified => {
                     Outcome::Accept(ctx.into_grace())
                 }
                 outcome => outcome,
-            }
+            };
+            span.record("policy", policy_label(&outcome));
+            outcome
         }
     }
 }
@@ -198,10 +226,29 @@ impl GuardBuilder {
         self
     }
 
+    /// Writes each accepted token's subject into the message's
+    /// `jwt_relay.consume` span (off by default: a subject identifies a
+    /// person, and traces are widely read). Never in metrics.
+    pub fn record_subject(mut self, record: bool) -> Self {
+        self.inner.record_subject = record;
+        self
+    }
+
     /// Builds the guard.
     pub fn build(self) -> Guard {
         Guard {
             inner: Arc::new(self.inner),
         }
+    }
+}
+
+/// What the expiry policy did, for the `policy` field of the message's span.
+fn policy_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Accept(ctx) if ctx.acceptance() == Acceptance::Exchanged => "exchanged",
+        Outcome::Accept(_) => "grace",
+        Outcome::Reject(_) => "reject",
+        Outcome::Retry(..) => "retry",
+        Outcome::Halt(_) => "halt",
     }
 }

@@ -73,6 +73,7 @@ mod jose;
 mod key;
 mod key_set;
 pub mod memory;
+pub mod observe;
 mod policy;
 mod propagator;
 mod publish_error;

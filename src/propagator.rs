@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use crate::ambient::current;
 use crate::carrier::Injector;
 use crate::context::{Acceptance, AuthContext};
@@ -64,15 +66,34 @@ impl Propagator {
 
     /// The token a message to `destination` leaves with; `None` for an
     /// anonymous message (no header is written then).
+    ///
+    /// Runs in a `jwt_relay.publish` span whose `token` field says what was
+    /// chosen: `forwarded`, `exchanged`, `none`, or `error`.
     pub async fn token_for(
         &self,
         destination: &str,
         explicit: Option<&AuthContext>,
     ) -> Result<Option<String>, PublishError> {
+        let span = tracing::info_span!("jwt_relay.publish", destination, token = tracing::field::Empty);
+        let chosen = self.choose(destination, explicit).instrument(span.clone()).await;
+        let (token, label) = match chosen {
+            Ok((token, label)) => (Ok(token), label),
+            Err(e) => (Err(e), "error"),
+        };
+        span.record("token", label);
+        token
+    }
+
+    /// The token and how it was chosen.
+    async fn choose(
+        &self,
+        destination: &str,
+        explicit: Option<&AuthContext>,
+    ) -> Result<(Option<String>, &'static str), PublishError> {
         let inner = &self.inner;
         let Some(context) = explicit.cloned().or_else(current) else {
             if inner.allow_anonymous {
-                return Ok(None);
+                return Ok((None, "none"));
             }
             return Err(PublishError::new(
                 PublishErrorKind::NoIdentity,
@@ -91,7 +112,7 @@ impl Propagator {
         });
         let grace = context.acceptance() == Acceptance::Grace;
         if audience.is_none() && !grace && !expiring {
-            return Ok(Some(context.token().to_owned()));
+            return Ok((Some(context.token().to_owned()), "forwarded"));
         }
         let Some(exchanger) = &inner.exchanger else {
             return Err(PublishError::new(
@@ -112,7 +133,7 @@ impl Propagator {
             )
             .with_source(e)
         })?;
-        Ok(Some(issued.access_token))
+        Ok((Some(issued.access_token), "exchanged"))
     }
 
     /// Writes `token` (from [`token_for`](Self::token_for)) into the

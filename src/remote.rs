@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind, Result, quote};
 use crate::http::read_capped;
 use crate::key::{Key, KeyOrigin};
 use crate::key_set::{KeySet, parse_jwks};
+use crate::observe;
 
 /// How a remote key set is fetched and refreshed.
 #[derive(Debug, Clone)]
@@ -96,6 +98,8 @@ struct Snapshot {
     generation: u64,
     keys: Option<Arc<KeySet>>,
     stale: bool,
+    /// Since the set in use was fetched.
+    age: Option<Duration>,
 }
 
 impl RemoteKeySet {
@@ -124,6 +128,10 @@ impl RemoteKeySet {
     /// the background, so a hanging endpoint never holds up known keys.
     pub(crate) async fn find(self: &Arc<Self>, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>> {
         let snapshot = self.snapshot();
+        if let Some(age) = snapshot.age {
+            metrics::gauge!(observe::KEY_SET_AGE_SECONDS, "location" => self.describe())
+                .set(age.as_secs_f64());
+        }
         if let Some(keys) = &snapshot.keys
             && let Some(key) = keys.find(kid, alg)
         {
@@ -165,6 +173,7 @@ impl RemoteKeySet {
             stale: state
                 .fetched_at
                 .is_none_or(|at| at.elapsed() >= self.options.max_age),
+            age: state.fetched_at.map(|at| at.elapsed()),
         }
     }
 
@@ -198,7 +207,13 @@ impl RemoteKeySet {
             }
             state.jwks_uri.clone()
         };
-        let result = self.fetch(jwks_uri).await;
+        let location = self.describe();
+        let span =
+            tracing::info_span!("jwt_relay.jwks_fetch", location = %location, result = tracing::field::Empty);
+        let result = self.fetch(jwks_uri).instrument(span.clone()).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        span.record("result", outcome);
+        metrics::counter!(observe::JWKS_FETCHES_TOTAL, "result" => outcome).increment(1);
         let mut state = self
             .state
             .write()

@@ -103,26 +103,53 @@ impl fmt::Debug for Stats {
 }
 
 impl EventOutcome<'_> {
-    /// Logs the event through `tracing` (accepted, retries and handler
-    /// failures at DEBUG, rejections at WARN, a halt at ERROR), naming the
-    /// `destination` (subject, topic) and the message's `position` in it
-    /// (a stream sequence, a partition and offset): never a token.
-    pub fn log(&self, destination: &str, position: &dyn fmt::Display) {
+    /// The `outcome` label of [`jwt_relay_messages_total`](crate::observe::MESSAGES_TOTAL):
+    /// `accepted`, `dead_lettered`, `rejected`, `retry`, `handler_failed` or `halted`.
+    pub fn label(&self) -> &'static str {
         match self {
-            EventOutcome::Accepted(_) => tracing::debug!(destination, %position, "handled"),
-            EventOutcome::Rejected { reason, dead_letter } => tracing::warn!(
-                destination, %position, dead_letter, kind = %reason.kind(), "rejected: {reason}"
-            ),
-            EventOutcome::Retry { reason, delay } => tracing::debug!(
-                destination, %position, ?delay, kind = %reason.kind(), "retrying later: {reason}"
-            ),
+            EventOutcome::Accepted(_) => "accepted",
+            EventOutcome::Rejected {
+                dead_letter: Some(_), ..
+            } => "dead_lettered",
+            EventOutcome::Rejected {
+                dead_letter: None, ..
+            } => "rejected",
+            EventOutcome::Retry { .. } => "retry",
+            EventOutcome::HandlerFailed { .. } => "handler_failed",
+            EventOutcome::Halted(_) => "halted",
+        }
+    }
+
+    /// Logs the event through `tracing` (accepted, retries and handler
+    /// failures at DEBUG, rejections at WARN, a halt at ERROR) and records it
+    /// ([`record_message`](crate::observe::record_message)): `broker` and
+    /// `destination` (a configured topic, queue, subject or stream) label the
+    /// metric, `position` (a stream sequence, a partition and offset) only
+    /// the log line. Never a token.
+    pub fn observe(&self, broker: &'static str, destination: &str, position: &dyn fmt::Display) {
+        let (context, error) = match self {
+            EventOutcome::Accepted(context) => {
+                tracing::debug!(destination, %position, "handled");
+                (Some(*context), None)
+            }
+            EventOutcome::Rejected { reason, dead_letter } => {
+                tracing::warn!(destination, %position, dead_letter, kind = %reason.kind(), "rejected: {reason}");
+                (None, Some(*reason))
+            }
+            EventOutcome::Retry { reason, delay } => {
+                tracing::debug!(destination, %position, ?delay, kind = %reason.kind(), "retrying later: {reason}");
+                (None, Some(*reason))
+            }
             EventOutcome::HandlerFailed { reason, delay } => {
-                tracing::debug!(destination, %position, ?delay, "handler failed, retrying: {reason}")
+                tracing::debug!(destination, %position, ?delay, "handler failed, retrying: {reason}");
+                (None, Some(*reason))
             }
             EventOutcome::Halted(reason) => {
-                tracing::error!(destination, %position, kind = %reason.kind(), "halted: {reason}")
+                tracing::error!(destination, %position, kind = %reason.kind(), "halted: {reason}");
+                (None, Some(*reason))
             }
-        }
+        };
+        crate::observe::record_message(broker, destination, self.label(), context, error);
     }
 }
 

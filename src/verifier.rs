@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -14,6 +14,7 @@ use crate::issuer::{Issuer, KeySource};
 use crate::jose;
 use crate::key::{Key, alg_name};
 use crate::key_set::KeySet;
+use crate::observe;
 use crate::remote::RemoteKeySet;
 use crate::token_header::TokenHeader;
 
@@ -112,6 +113,13 @@ impl Verifier {
 
     /// Verifies a token as if the time were `now`.
     pub async fn verify_at(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
+        let started = Instant::now();
+        let verified = self.verify_timed(token, now).await;
+        metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
+        verified
+    }
+
+    async fn verify_timed(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
         let now = unix_seconds(now);
         let max = self.inner.max_size;
         if token.len() > max {
@@ -125,7 +133,10 @@ impl Verifier {
             return check_time(AuthContext::new(token, verified), now);
         };
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let verified = match cache.get(&digest) {
+        let cached = cache.get(&digest);
+        let hit = if cached.is_some() { "true" } else { "false" };
+        metrics::counter!(observe::VERIFY_CACHE_TOTAL, "hit" => hit).increment(1);
+        let verified = match cached {
             Some(verified) => verified,
             None => {
                 let verified = Arc::new(self.verify_signed(token).await?);

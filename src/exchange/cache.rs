@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeRequest, IssuedToken, TokenExchanger};
 use crate::jose;
+use crate::observe;
 use crate::verifier::now_unix;
 
 const DEFAULT_CAPACITY: u64 = 10_000;
@@ -126,17 +128,20 @@ impl<E: TokenExchanger> ExchangeCache<E> {
 
     async fn exchange_cached(&self, request: &ExchangeRequest) -> Result<IssuedToken> {
         let margin = self.margin;
+        let called = AtomicBool::new(false);
         let call = async {
+            called.store(true, Ordering::Relaxed);
             let token = self.inner.exchange(request).await?;
             let keep = lifetime(&token).map_or(Duration::ZERO, |left| left.saturating_sub(margin));
             Ok::<_, Error>(Entry { token, keep })
         };
         // Callers that waited on one failed call share its error (a cheap clone).
-        self.cache
-            .try_get_with(Key::of(request), call)
-            .await
-            .map(|entry| entry.token)
-            .map_err(Arc::unwrap_or_clone)
+        let result = self.cache.try_get_with(Key::of(request), call).await;
+        if !called.load(Ordering::Relaxed) {
+            // Served from the cache, or by a call another caller made.
+            metrics::counter!(observe::EXCHANGES_TOTAL, "result" => "cached").increment(1);
+        }
+        result.map(|entry| entry.token).map_err(Arc::unwrap_or_clone)
     }
 }
 

@@ -80,8 +80,7 @@ impl ExpiryPolicy for Exchange {
         // The fresh token was issued after `expired.now()`: checked against that time, its `iat`
         // could be a second in the future.
         let now = SystemTime::now().max(expired.now());
-        match expired.verifier().verify_at(&issued.access_token, now).await
-        {
+        match expired.verifier().verify_at(&issued.access_token, now).await {
             Ok(fresh) => Outcome::Accept(fresh.into_exchanged()),
             Err(e) => Outcome::from_error(e, self.retry_delay),
         }

@@ -8,6 +8,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::broker::{MemoryBroker, Next, dead_letter_topic};
 use super::delivery::{Delivery, RunReport};
@@ -19,7 +20,9 @@ use crate::dead_letter::dead_letter_headers;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, MessageInfo};
 use crate::handler::{HandlerVerdict, after_handler_failure, run_handler};
+use crate::observe::consume_span;
 use crate::policy::Outcome;
+use crate::report::EventOutcome;
 
 /// Consumes one topic of a [`MemoryBroker`] through a [`Guard`]:
 ///
@@ -170,26 +173,41 @@ impl MemoryConsumer {
         let info = MessageInfo::new(&self.topic)
             .published(message.published)
             .attempt(message.attempt);
-        match self.guard.check(&message.headers, &info).await {
-            Outcome::Accept(context) => {
-                self.handle(lease, context, message, failures, handler, report)
-                    .await
+        let span = consume_span("memory", &self.topic);
+        let id = message.id;
+        let observe = |outcome: EventOutcome<'_>| outcome.observe("memory", &self.topic, &id);
+        async {
+            match self.guard.check(&message.headers, &info).await {
+                Outcome::Accept(context) => {
+                    self.handle(lease, context, message, failures, handler, report)
+                        .await;
+                }
+                Outcome::Reject(reason) => {
+                    self.dead_letter(lease, &message, &reason);
+                    report.dead_lettered += 1;
+                    observe(EventOutcome::Rejected {
+                        reason: &reason,
+                        dead_letter: Some(&self.dead_letter_topic),
+                    });
+                }
+                Outcome::Retry(error, delay) => {
+                    lease.retry(delay, failures);
+                    report.retried += 1;
+                    observe(EventOutcome::Retry {
+                        reason: &error,
+                        delay,
+                    });
+                }
+                Outcome::Halt(error) => {
+                    observe(EventOutcome::Halted(&error));
+                    drop(lease);
+                    return Err(error);
+                }
             }
-            Outcome::Reject(reason) => {
-                self.dead_letter(lease, &message, &reason);
-                report.dead_lettered += 1;
-            }
-            Outcome::Retry(error, delay) => {
-                tracing::debug!(topic = %self.topic, id = %message.id, ?delay, "redelivering later: {error}");
-                lease.retry(delay, failures);
-                report.retried += 1;
-            }
-            Outcome::Halt(error) => {
-                tracing::error!(topic = %self.topic, id = %message.id, "consumer halted: {error}");
-                drop(lease);
-                return Err(error);
-            }
+            Ok(())
         }
+        .instrument(span)
+        .await?;
         Ok(Step::Processed)
     }
 
@@ -214,10 +232,11 @@ impl MemoryConsumer {
         };
         // The call itself happens inside the guarded future, so a handler
         // that panics before returning its future is caught too.
-        let failure = match run_handler(context, async move { handler(delivery).await }).await {
+        let failure = match run_handler(context.clone(), async move { handler(delivery).await }).await {
             Ok(()) => {
                 lease.ack();
                 report.accepted += 1;
+                EventOutcome::Accepted(&context).observe("memory", &self.topic, &message.id);
                 return;
             }
             Err(e) => e,
@@ -226,13 +245,22 @@ impl MemoryConsumer {
         let failures = failures.saturating_add(1);
         match after_handler_failure(failures, self.max_attempts, &self.backoff, &failure) {
             HandlerVerdict::Retry(delay) => {
-                tracing::debug!(topic = %self.topic, id = %message.id, failures, "handler failed: {}", failure.message());
                 lease.retry(delay, failures);
                 report.retried += 1;
+                let outcome = EventOutcome::HandlerFailed {
+                    reason: &failure,
+                    delay,
+                };
+                outcome.observe("memory", &self.topic, &message.id);
             }
             HandlerVerdict::DeadLetter(reason) => {
                 self.dead_letter(lease, &message, &reason);
                 report.dead_lettered += 1;
+                let outcome = EventOutcome::Rejected {
+                    reason: &reason,
+                    dead_letter: Some(&self.dead_letter_topic),
+                };
+                outcome.observe("memory", &self.topic, &message.id);
             }
         }
     }
@@ -250,12 +278,6 @@ impl MemoryConsumer {
         for (name, value) in kept {
             headers.append(name, value);
         }
-        tracing::warn!(
-            topic = %self.topic,
-            id = %message.id,
-            dead_letter_topic = %self.dead_letter_topic,
-            "dead-lettered: {reason}"
-        );
         lease.dead_letter(&self.dead_letter_topic, headers);
     }
 }

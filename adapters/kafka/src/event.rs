@@ -44,7 +44,7 @@ impl Reporter {
     pub(crate) fn report(&self, event: &Event<'_>) {
         self.stats.record(&event.outcome);
         let position = format!("partition {} offset {}", event.partition, event.offset);
-        event.outcome.log(event.topic, &position);
+        event.outcome.observe("kafka", event.topic, &position);
         if let Some(callback) = &self.callback {
             callback(event);
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use jwt_relay::observe::consume_span;
 use jwt_relay::{
     EventOutcome, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure, run_handler,
 };
@@ -15,6 +16,7 @@ use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 
 use crate::consumer::Inner;
 use crate::dead_letter::copy_headers;
@@ -104,7 +106,8 @@ where
                 let Ok(_permit) = self.inner.concurrency.acquire().await else {
                     return;
                 };
-                self.process(&record, &mut tries).await
+                let span = consume_span("kafka", &self.topic);
+                self.process(&record, &mut tries).instrument(span).await
             };
             match step {
                 Step::Settled => self.settled(),

@@ -31,6 +31,9 @@ pub(crate) type Callback = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
 pub(crate) struct Reporter {
     stats: Stats,
     callback: Option<Callback>,
+    /// The metrics' `destination`: the subscribed subject or the stream; else each message's
+    /// subject.
+    destination: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Reporter {
@@ -43,6 +46,15 @@ impl fmt::Debug for Reporter {
 }
 
 impl Reporter {
+    pub(crate) fn set_destination(&mut self, destination: &str) {
+        self.destination = Some(destination.into());
+    }
+
+    /// The span a message on `subject` is handled in.
+    pub(crate) fn span(&self, subject: &str) -> tracing::Span {
+        jwt_relay::observe::consume_span("nats", self.destination.as_deref().unwrap_or(subject))
+    }
+
     pub(crate) fn set_callback(&mut self, callback: Callback) {
         self.callback = Some(callback);
     }
@@ -61,7 +73,8 @@ impl Reporter {
         let position = event
             .stream_sequence
             .map_or_else(String::new, |seq| format!("seq {seq}"));
-        event.outcome.log(event.subject, &position);
+        let destination = self.destination.as_deref().unwrap_or(event.subject);
+        event.outcome.observe("nats", destination, &position);
         if let Some(callback) = &self.callback {
             callback(event);
         }

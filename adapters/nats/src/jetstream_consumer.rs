@@ -13,6 +13,7 @@ use jwt_relay::{
     Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure, run_handler,
 };
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
 use crate::delivery::{Delivery, JetStreamMeta};
@@ -88,6 +89,8 @@ impl JetStreamConsumer {
     /// acks, the default [`Backoff`] between handler attempts, `in_progress`
     /// every half `ack_wait`, one message at a time.
     pub fn new(consumer: PullConsumer, guard: Guard) -> Self {
+        let mut reporter = Reporter::default();
+        reporter.set_destination(&consumer.cached_info().stream_name);
         JetStreamConsumer {
             consumer,
             guard,
@@ -98,7 +101,7 @@ impl JetStreamConsumer {
             progress_every: None,
             concurrency: 1,
             batch: None,
-            reporter: Reporter::default(),
+            reporter,
         }
     }
 
@@ -185,7 +188,9 @@ impl JetStreamConsumer {
         let source = messages(self.consumer.clone(), options);
         let handler = &handler;
         run_loop(source, self.concurrency, shutdown, |item, stopping| async move {
-            self.process(item?, handler, stopping).await
+            let message = item?;
+            let span = self.reporter.span(&message.subject);
+            self.process(message, handler, stopping).instrument(span).await
         })
         .await?;
         Ok(self.reporter.stats().snapshot())

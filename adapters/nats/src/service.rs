@@ -11,6 +11,7 @@ use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use async_nats::{Client, HeaderMap, HeaderName, HeaderValue, Message, Subscriber};
 use bytes::Bytes;
 use jwt_relay::{AuthContext, Guard, MessageInfo, Outcome, run_handler};
+use tracing::Instrument as _;
 
 use crate::error::{Error, Result};
 use jwt_relay::{EventOutcome, RunReport, Stats};
@@ -157,7 +158,9 @@ impl NatsService {
         let handler = &handler;
         run_loop(endpoint, self.concurrency, shutdown, |request, _| async move {
             let message = &request.message;
-            self.process(message, Responder::Micro(&request), handler).await
+            self.process(message, Responder::Micro(&request), handler)
+                .instrument(self.reporter.span(&message.subject))
+                .await
         })
         .await?;
         Ok(self.reporter.stats().snapshot())
@@ -179,6 +182,7 @@ impl NatsService {
         let handler = &handler;
         run_loop(subscriber, self.concurrency, shutdown, |message, _| async move {
             self.process(&message, Responder::Plain(&self.client, &message), handler)
+                .instrument(self.reporter.span(&message.subject))
                 .await
         })
         .await?;

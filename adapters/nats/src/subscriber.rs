@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_nats::{Client, Message};
 use jwt_relay::{Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, after_handler_failure, run_handler};
+use tracing::Instrument as _;
 
 use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
 use crate::delivery::Delivery;
@@ -130,7 +131,8 @@ impl NatsSubscriber {
 
     /// Subscribes to `subject` (in the queue group, if one is set). Messages
     /// published from now on are kept for [`Subscription::run`].
-    pub async fn subscribe(self, subject: &str) -> Result<Subscription> {
+    pub async fn subscribe(mut self, subject: &str) -> Result<Subscription> {
+        self.reporter.set_destination(subject);
         let subscribed = match &self.queue_group {
             Some(group) => {
                 self.client
@@ -306,7 +308,8 @@ impl Subscription {
         let handler = &handler;
         let config_ref = &config;
         run_loop(subscriber, config.concurrency, shutdown, |message, stopping| {
-            config_ref.process(message, handler, stopping)
+            let span = config_ref.reporter.span(&message.subject);
+            config_ref.process(message, handler, stopping).instrument(span)
         })
         .await?;
         Ok(config.reporter.stats().snapshot())

@@ -7,10 +7,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_core::Stream;
+use jwt_relay::observe::consume_span;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use crate::connect::Connect;
 use crate::consumer::Config;
@@ -160,7 +162,7 @@ impl Session {
                             handler.clone(),
                             delivery,
                         );
-                        tasks.spawn(task);
+                        tasks.spawn(task.instrument(consume_span("rabbitmq", &config.queue)));
                     }
                     Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
                     None => break SessionEnd::Lost("the broker cancelled the consumer".to_owned()),

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use jwt_relay::observe::record_message;
 use jwt_relay::{
     AuthContext, HandlerVerdict, MessageInfo, Outcome, PublishError, PublishErrorKind, PublishTime,
 };
@@ -316,6 +317,12 @@ impl Task {
         error: Option<&jwt_relay::Error>,
     ) {
         self.tally.count(settlement);
+        let outcome = match settlement {
+            Settlement::Accepted => "accepted",
+            Settlement::DeadLettered => "dead_lettered",
+            _ => "retry",
+        };
+        record_message("rabbitmq", &self.message.queue, outcome, context, error);
         if let Some(callback) = &self.config.on_settled {
             callback(&Settled {
                 message: &self.message,

@@ -12,14 +12,16 @@ mod test_server;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use tracing::Instrument as _;
 
 use self::response::Failure;
 use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Result, quote};
 use crate::exchange::{ExchangeRequest, IssuedToken, TokenExchanger};
+use crate::observe;
 
 pub use self::auth::ClientAuth;
 
@@ -244,7 +246,20 @@ impl TokenExchanger for Rfc8693Client {
         &'a self,
         request: &'a ExchangeRequest,
     ) -> Pin<Box<dyn Future<Output = Result<IssuedToken>> + Send + 'a>> {
-        Box::pin(self.exchange_with_retries(request))
+        Box::pin(async move {
+            let span = tracing::info_span!(
+                "jwt_relay.exchange",
+                endpoint = %self.endpoint,
+                result = tracing::field::Empty
+            );
+            let started = Instant::now();
+            let result = self.exchange_with_retries(request).instrument(span.clone()).await;
+            metrics::histogram!(observe::EXCHANGE_SECONDS).record(started.elapsed().as_secs_f64());
+            let label = observe::exchange_result(&result);
+            span.record("result", label);
+            metrics::counter!(observe::EXCHANGES_TOTAL, "result" => label).increment(1);
+            result
+        })
     }
 }
 

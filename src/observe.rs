@@ -1,0 +1,152 @@
+//! What jwt-relay tells operators: the metrics it records through the
+//! [`metrics`] facade, and the `tracing` span of each consumed message.
+//!
+//! | metric | type | labels | what it counts |
+//! |---|---|---|---|
+//! | `jwt_relay_messages_total` | counter | `broker`, `destination`, `outcome`, `kind` | consumed messages by what became of them: `outcome` is `accepted`, `dead_lettered`, `rejected` (no dead-letter destination), `retry`, `handler_failed` or `halted`; `kind` is the error kind (`Expired`, `BadSignature`, …), or for `accepted` how the token was accepted (`Verified`, `Grace`, `Exchanged`) |
+//! | `jwt_relay_exchanges_total` | counter | `result` | token exchanges: `issued`, `cached` (served by the exchange cache), `denied`, `unauthorized`, `unavailable`, `error` |
+//! | `jwt_relay_exchange_seconds` | histogram | | time of each call to the token endpoint |
+//! | `jwt_relay_jwks_fetches_total` | counter | `result` | key-set fetches: `ok` or `error` |
+//! | `jwt_relay_key_set_age_seconds` | gauge | `location` | age of the key set in use, set when it is consulted |
+//! | `jwt_relay_verify_cache_total` | counter | `hit` | verified-token cache lookups: `true` or `false` |
+//! | `jwt_relay_verify_seconds` | histogram | | time of each verification (cached or not) |
+//!
+//! Label values are bounded: broker names, configured destinations, error
+//! kinds, key-set locations. No token, no user subject.
+//!
+//! Each adapter runs the guard and the handler of a message inside a
+//! `jwt_relay.consume` span ([`consume_span`]) whose fields are filled in as
+//! they become known: `broker`, `destination`, `issuer`, `kid`,
+//! `token_age_s`, `policy` (what the expiry policy did), `outcome`,
+//! `error_kind`, `error_class`, and `subject` only when
+//! [`GuardBuilder::record_subject`](crate::GuardBuilder::record_subject) is
+//! on. Publishes run in `jwt_relay.publish` spans, key-set fetches in
+//! `jwt_relay.jwks_fetch` and token exchanges in `jwt_relay.exchange`.
+
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::context::{Acceptance, AuthContext};
+use crate::error::{Error, ErrorKind};
+
+/// Consumed messages, by broker, destination, outcome and kind.
+pub const MESSAGES_TOTAL: &str = "jwt_relay_messages_total";
+/// Token exchanges, by result.
+pub const EXCHANGES_TOTAL: &str = "jwt_relay_exchanges_total";
+/// Time of each call to the token endpoint, in seconds.
+pub const EXCHANGE_SECONDS: &str = "jwt_relay_exchange_seconds";
+/// Key-set fetches, by result.
+pub const JWKS_FETCHES_TOTAL: &str = "jwt_relay_jwks_fetches_total";
+/// Age of the key set in use, in seconds, by location.
+pub const KEY_SET_AGE_SECONDS: &str = "jwt_relay_key_set_age_seconds";
+/// Verified-token cache lookups, by hit.
+pub const VERIFY_CACHE_TOTAL: &str = "jwt_relay_verify_cache_total";
+/// Time of each verification, in seconds.
+pub const VERIFY_SECONDS: &str = "jwt_relay_verify_seconds";
+
+/// Describes every metric (unit and help text) to the installed recorder:
+/// call it once after installing one, for exporters that show descriptions.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        MESSAGES_TOTAL,
+        Unit::Count,
+        "Consumed messages, by broker, destination, outcome and kind."
+    );
+    describe_counter!(
+        EXCHANGES_TOTAL,
+        Unit::Count,
+        "Token exchanges (RFC 8693), by result."
+    );
+    describe_histogram!(
+        EXCHANGE_SECONDS,
+        Unit::Seconds,
+        "Time of each call to the token endpoint."
+    );
+    describe_counter!(JWKS_FETCHES_TOTAL, Unit::Count, "Key-set fetches, by result.");
+    describe_gauge!(
+        KEY_SET_AGE_SECONDS,
+        Unit::Seconds,
+        "Age of the key set in use, by location."
+    );
+    describe_counter!(
+        VERIFY_CACHE_TOTAL,
+        Unit::Count,
+        "Verified-token cache lookups, by hit."
+    );
+    describe_histogram!(VERIFY_SECONDS, Unit::Seconds, "Time of each token verification.");
+}
+
+/// The span a broker adapter runs one consumed message in (the guard, then
+/// the handler): `jwt_relay.consume`, with `broker` and `destination` set
+/// and the other fields filled in as they become known.
+pub fn consume_span(broker: &'static str, destination: &str) -> Span {
+    tracing::info_span!(
+        "jwt_relay.consume",
+        broker,
+        destination,
+        issuer = Empty,
+        kid = Empty,
+        subject = Empty,
+        token_age_s = Empty,
+        policy = Empty,
+        outcome = Empty,
+        error_kind = Empty,
+        error_class = Empty,
+    )
+}
+
+/// Records what became of a consumed message: counts it in
+/// [`MESSAGES_TOTAL`] and writes `outcome`, `error_kind` and `error_class`
+/// into the current span. `outcome` is one of `accepted`, `dead_lettered`,
+/// `rejected`, `retry`, `handler_failed`, `halted`; `context` is the
+/// accepted identity, `error` the reason otherwise.
+pub fn record_message(
+    broker: &'static str,
+    destination: &str,
+    outcome: &'static str,
+    context: Option<&AuthContext>,
+    error: Option<&Error>,
+) {
+    let kind = match (error, context) {
+        (Some(error), _) => error.kind().as_str(),
+        (None, Some(context)) => acceptance_label(context.acceptance()),
+        (None, None) => "",
+    };
+    metrics::counter!(
+        MESSAGES_TOTAL,
+        "broker" => broker,
+        "destination" => destination.to_owned(),
+        "outcome" => outcome,
+        "kind" => kind,
+    )
+    .increment(1);
+    let span = Span::current();
+    span.record("outcome", outcome);
+    if let Some(error) = error {
+        span.record("error_kind", error.kind().as_str());
+        span.record("error_class", error.class().as_str());
+    }
+}
+
+/// The `result` label of [`EXCHANGES_TOTAL`] for one call to a token endpoint.
+pub(crate) fn exchange_result<T>(result: &Result<T, Error>) -> &'static str {
+    match result {
+        Ok(_) => "issued",
+        Err(e) => match e.kind() {
+            ErrorKind::ExchangeDenied => "denied",
+            ErrorKind::ExchangeUnauthorized => "unauthorized",
+            ErrorKind::ExchangeUnavailable => "unavailable",
+            _ => "error",
+        },
+    }
+}
+
+/// `Verified`, `Grace` or `Exchanged`.
+fn acceptance_label(acceptance: Acceptance) -> &'static str {
+    match acceptance {
+        Acceptance::Verified => "Verified",
+        Acceptance::Grace => "Grace",
+        Acceptance::Exchanged => "Exchanged",
+    }
+}
