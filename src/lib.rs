@@ -18,6 +18,7 @@
 //! |---|---|---|
 //! | `aws-lc-rs` | yes | signature checks through aws-lc-rs (RS256 ≈ 15× faster than pure Rust) |
 //! | `rust-crypto` | no | signature checks in pure Rust, for targets without a C compiler |
+//! | `opentelemetry` | no | W3C trace context in message headers: a publish writes the current span's `traceparent`, a consumed message's span continues it (OpenTelemetry's global propagator) |
 //! | `testing` | no | the development token service `jwt_relay::testing::DevSts`, for tests and local development (and development keys, `jwt_relay::testing::PrivateKey`) |
 //!
 //! Enable exactly one backend (`aws-lc-rs` or `rust-crypto`).
@@ -80,6 +81,7 @@ mod publish_error;
 mod remote;
 mod report;
 mod token_header;
+mod trace_context;
 mod verifier;
 
 #[cfg(feature = "testing")]

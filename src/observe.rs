@@ -26,6 +26,7 @@
 use tracing::Span;
 use tracing::field::Empty;
 
+use crate::carrier::Extractor;
 use crate::context::{Acceptance, AuthContext};
 use crate::error::{Error, ErrorKind};
 
@@ -79,9 +80,11 @@ pub fn describe() {
 
 /// The span a broker adapter runs one consumed message in (the guard, then
 /// the handler): `jwt_relay.consume`, with `broker` and `destination` set
-/// and the other fields filled in as they become known.
-pub fn consume_span(broker: &'static str, destination: &str) -> Span {
-    tracing::info_span!(
+/// and the other fields filled in as they become known. With the
+/// `opentelemetry` feature it continues the trace whose `traceparent` the
+/// message's `headers` carry.
+pub fn consume_span(broker: &'static str, destination: &str, headers: &dyn Extractor) -> Span {
+    let span = tracing::info_span!(
         "jwt_relay.consume",
         broker,
         destination,
@@ -93,7 +96,9 @@ pub fn consume_span(broker: &'static str, destination: &str) -> Span {
         outcome = Empty,
         error_kind = Empty,
         error_class = Empty,
-    )
+    );
+    crate::trace_context::continue_trace(&span, headers);
+    span
 }
 
 /// Records what became of a consumed message: counts it in

@@ -137,7 +137,8 @@ impl Propagator {
     }
 
     /// Writes `token` (from [`token_for`](Self::token_for)) into the
-    /// carrier; nothing for `None`.
+    /// carrier; nothing for `None`. With the `opentelemetry` feature, also the
+    /// current span's trace context (`traceparent`).
     pub fn write(&self, carrier: &mut dyn Injector, token: Option<&str>) -> Result<(), PublishError> {
         let Some(token) = token else {
             return Ok(());
@@ -145,7 +146,9 @@ impl Propagator {
         self.inner
             .header
             .inject(carrier, token)
-            .map_err(|e| PublishError::new(PublishErrorKind::Inject, e.to_string()).with_source(e))
+            .map_err(|e| PublishError::new(PublishErrorKind::Inject, e.to_string()).with_source(e))?;
+        crate::trace_context::inject(carrier);
+        Ok(())
     }
 
     /// [`token_for`](Self::token_for) then [`write`](Self::write).

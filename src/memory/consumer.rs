@@ -173,7 +173,7 @@ impl MemoryConsumer {
         let info = MessageInfo::new(&self.topic)
             .published(message.published)
             .attempt(message.attempt);
-        let span = consume_span("memory", &self.topic);
+        let span = consume_span("memory", &self.topic, &message.headers);
         let id = message.id;
         let observe = |outcome: EventOutcome<'_>| outcome.observe("memory", &self.topic, &id);
         async {

@@ -106,7 +106,7 @@ where
                 let Ok(_permit) = self.inner.concurrency.acquire().await else {
                     return;
                 };
-                let span = consume_span("kafka", &self.topic);
+                let span = consume_span("kafka", &self.topic, &KafkaHeaders::new(record.headers()));
                 self.process(&record, &mut tries).instrument(span).await
             };
             match step {

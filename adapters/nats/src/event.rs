@@ -50,9 +50,11 @@ impl Reporter {
         self.destination = Some(destination.into());
     }
 
-    /// The span a message on `subject` is handled in.
-    pub(crate) fn span(&self, subject: &str) -> tracing::Span {
-        jwt_relay::observe::consume_span("nats", self.destination.as_deref().unwrap_or(subject))
+    /// The span `message` is handled in.
+    pub(crate) fn span(&self, message: &async_nats::Message) -> tracing::Span {
+        let destination = self.destination.as_deref().unwrap_or(message.subject.as_str());
+        let headers = crate::headers::NatsHeadersRef::of(message);
+        jwt_relay::observe::consume_span("nats", destination, &headers)
     }
 
     pub(crate) fn set_callback(&mut self, callback: Callback) {

@@ -189,7 +189,7 @@ impl JetStreamConsumer {
         let handler = &handler;
         run_loop(source, self.concurrency, shutdown, |item, stopping| async move {
             let message = item?;
-            let span = self.reporter.span(&message.subject);
+            let span = self.reporter.span(&message.message);
             self.process(message, handler, stopping).instrument(span).await
         })
         .await?;

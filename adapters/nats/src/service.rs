@@ -159,7 +159,7 @@ impl NatsService {
         run_loop(endpoint, self.concurrency, shutdown, |request, _| async move {
             let message = &request.message;
             self.process(message, Responder::Micro(&request), handler)
-                .instrument(self.reporter.span(&message.subject))
+                .instrument(self.reporter.span(message))
                 .await
         })
         .await?;
@@ -182,7 +182,7 @@ impl NatsService {
         let handler = &handler;
         run_loop(subscriber, self.concurrency, shutdown, |message, _| async move {
             self.process(&message, Responder::Plain(&self.client, &message), handler)
-                .instrument(self.reporter.span(&message.subject))
+                .instrument(self.reporter.span(&message))
                 .await
         })
         .await?;

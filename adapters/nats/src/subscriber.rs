@@ -308,7 +308,7 @@ impl Subscription {
         let handler = &handler;
         let config_ref = &config;
         run_loop(subscriber, config.concurrency, shutdown, |message, stopping| {
-            let span = config_ref.reporter.span(&message.subject);
+            let span = config_ref.reporter.span(&message);
             config_ref.process(message, handler, stopping).instrument(span)
         })
         .await?;

@@ -18,6 +18,7 @@ use crate::connect::Connect;
 use crate::consumer::Config;
 use crate::delivery::{Delivery, Tally};
 use crate::error::{Error, ErrorKind};
+use crate::headers::AmqpHeaders;
 use crate::settle::{TaskEnd, settle};
 
 /// The AMQP reply code of a normal close.
@@ -155,6 +156,10 @@ impl Session {
                 next = poll_fn(|cx| Pin::new(&mut self.consumer).poll_next(cx)) => match next {
                     Some(Ok(delivery)) => {
                         *taken += 1;
+                        let span = match delivery.properties.headers() {
+                            Some(table) => consume_span("rabbitmq", &config.queue, &AmqpHeaders::new(table)),
+                            None => consume_span("rabbitmq", &config.queue, &jwt_relay::Headers::new()),
+                        };
                         let task = settle(
                             config.clone(),
                             tally.clone(),
@@ -162,7 +167,7 @@ impl Session {
                             handler.clone(),
                             delivery,
                         );
-                        tasks.spawn(task.instrument(consume_span("rabbitmq", &config.queue)));
+                        tasks.spawn(task.instrument(span));
                     }
                     Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
                     None => break SessionEnd::Lost("the broker cancelled the consumer".to_owned()),
