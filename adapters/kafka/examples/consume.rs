@@ -12,7 +12,7 @@ use std::convert::Infallible;
 
 use jwt_relay::{Algorithm, Guard, Issuer, Key, Verifier};
 use jwt_relay_kafka::rdkafka::ClientConfig;
-use jwt_relay_kafka::{Consumer, Delivery};
+use jwt_relay_kafka::{Consumer, Delivery, ensure_topics};
 
 const TOPIC: &str = "jwt-relay-example-orders";
 const ISSUER: &str = "https://id.example.com";
@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("bootstrap.servers", &brokers)
         .set("group.id", "jwt-relay-example-billing")
         .set("auto.offset.reset", "earliest");
+    ensure_topics(&config, &[TOPIC, &format!("{TOPIC}.dlq")], 1).await?;
     let consumer = Consumer::builder(&config, Guard::new(verifier))
         .topic(TOPIC)
         .limit(count)

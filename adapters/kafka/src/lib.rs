@@ -64,6 +64,7 @@ mod event;
 mod headers;
 mod partition;
 mod producer;
+mod topics;
 
 pub use consumer::{Consumer, ConsumerBuilder, Result};
 pub use dead_letter::DeadLetter;
@@ -77,3 +78,4 @@ pub use jwt_relay::{
 pub use producer::Producer;
 /// The rdkafka version this crate is built on.
 pub use rdkafka;
+pub use topics::ensure_topics;

@@ -375,3 +375,29 @@ fn publish_time(timestamp: Timestamp) -> Option<PublishTime> {
         PublishTime::client(at)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jwt_relay::TimestampSource;
+
+    #[test]
+    fn the_timestamp_type_says_who_set_the_publish_time() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let broker = publish_time(Timestamp::LogAppendTime(1_700_000_000_123));
+        assert_eq!(
+            broker.map(|p| (p.at, p.source)),
+            Some((at, TimestampSource::Broker))
+        );
+        let client = publish_time(Timestamp::CreateTime(1_700_000_000_123));
+        assert_eq!(
+            client.map(|p| (p.at, p.source)),
+            Some((at, TimestampSource::Client))
+        );
+        assert!(publish_time(Timestamp::NotAvailable).is_none());
+        assert!(
+            publish_time(Timestamp::CreateTime(-1)).is_none(),
+            "no time before 1970"
+        );
+    }
+}

@@ -1,10 +1,11 @@
-//! Missing, forged, expired and wrong-audience tokens land in the dead-letter topic with their
-//! reasons and without the token, and the group's offset moves past them.
+//! Missing, forged, expired, wrong-audience, duplicated and binary tokens land in the
+//! dead-letter topic with their reasons and without the token, and the group's offset moves
+//! past them.
 
 use std::time::Duration;
 
 use jwt_relay::{Propagator, REASON_CLASS};
-use jwt_relay_kafka::rdkafka::message::Message as _;
+use jwt_relay_kafka::rdkafka::message::{Header, Message as _, OwnedHeaders};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 use jwt_relay_kafka::{ORIGINAL_OFFSET, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP};
 
@@ -30,22 +31,58 @@ pub async fn bad_tokens_are_dead_lettered_without_the_token(cluster: Cluster) {
             .await
             .expect("sent");
     }
+    // Written raw: two token headers (in two casings), and a token header that is not text.
+    let good = format!("Bearer {}", idp.token("alice"));
+    let twice = OwnedHeaders::new()
+        .insert(Header {
+            key: "Authorization",
+            value: Some(&good),
+        })
+        .insert(Header {
+            key: "authorization",
+            value: Some(&good),
+        });
+    let binary = OwnedHeaders::new().insert(Header {
+        key: "Authorization",
+        value: Some(&b"Bearer \xff\xfe"[..]),
+    });
+    for (id, headers) in [("twice", twice), ("binary", binary)] {
+        let record = FutureRecord::to(&topic).key(id).payload(id).headers(headers);
+        producer
+            .inner()
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("sent");
+    }
+    let ids: Vec<&str> = tokens
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(["twice", "binary"])
+        .collect();
 
     let group = unique("billing");
     let consumer = consumer(&cluster, &group, &topic, idp.guard())
-        .limit(6)
+        .limit(8)
         .build()
         .unwrap();
     let report = run_to_limit(&consumer, Duration::from_secs(60), |_| async { Ok(()) }).await;
     assert_eq!(
         (report.accepted, report.rejected, report.dead_lettered),
-        (2, 4, 4)
+        (2, 6, 6)
     );
 
-    let copies = cluster.read(&format!("{topic}.dlq"), 4);
-    assert_eq!(copies.len(), 4, "every bad record is in the dead-letter topic");
+    let copies = cluster.read(&format!("{topic}.dlq"), 6);
+    assert_eq!(copies.len(), 6, "every bad record is in the dead-letter topic");
     let kinds = reasons(&copies);
-    for kind in ["Missing", "BadSignature", "Expired", "InvalidAudience"] {
+    let expected = [
+        "Missing",
+        "BadSignature",
+        "Expired",
+        "InvalidAudience",
+        "DuplicateHeader",
+        "NonAscii",
+    ];
+    for kind in expected {
         assert_eq!(kinds.get(kind), Some(&1), "one {kind} in {kinds:?}");
     }
     for copy in &copies {
@@ -73,7 +110,7 @@ pub async fn bad_tokens_are_dead_lettered_without_the_token(cluster: Cluster) {
         let id = copy.key().map(|k| String::from_utf8_lossy(k).into_owned());
         assert_eq!(
             id.as_deref(),
-            Some(tokens[offset as usize].0),
+            Some(ids[offset as usize]),
             "the copy keeps its key"
         );
         assert_eq!(
@@ -84,7 +121,7 @@ pub async fn bad_tokens_are_dead_lettered_without_the_token(cluster: Cluster) {
     }
     assert_eq!(
         cluster.committed(&group, &topic),
-        6,
+        8,
         "the offset moved past every record"
     );
 }

@@ -12,6 +12,7 @@ mod support;
 
 mod dead_letters;
 mod exchange;
+mod halt;
 mod handler_errors;
 mod outage;
 mod propagation;
@@ -46,4 +47,5 @@ on_both! {
     propagation::a_handler_publishing_downstream_propagates_the_token => downstream_publish,
     exchange::an_expired_token_is_exchanged_and_flows_on => expired_token_exchanged,
     handler_errors::a_failing_handler_is_retried_then_dead_lettered => handler_failures,
+    halt::a_halt_stops_the_consumer_and_stores_nothing => a_halt_stops,
 }

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use jwt_relay::testing::{DevSts, DevStsConfig};
 use jwt_relay::{AuthContext, Guard, Issuer, Propagator, RunReport, Verifier, now_unix};
-use jwt_relay_kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use jwt_relay_kafka::rdkafka::client::DefaultClientContext;
 use jwt_relay_kafka::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use jwt_relay_kafka::rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 use jwt_relay_kafka::rdkafka::mocking::MockCluster;
@@ -80,18 +78,9 @@ impl Cluster {
     pub async fn create(&self, topic: &str, partitions: i32) {
         match self {
             Cluster::Mock(mock) => mock.create_topic(topic, partitions, 1).expect("topic created"),
-            Cluster::Broker(_) => {
-                let admin: AdminClient<DefaultClientContext> = self.config().create().expect("admin client");
-                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-                let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
-                let results = admin
-                    .create_topics(&topics, &options)
-                    .await
-                    .expect("create topics");
-                for result in results {
-                    result.unwrap_or_else(|(name, e)| panic!("cannot create topic {name}: {e}"));
-                }
-            }
+            Cluster::Broker(_) => jwt_relay_kafka::ensure_topics(&self.config(), &[topic], partitions)
+                .await
+                .expect("topic created"),
         }
     }
 
