@@ -7,15 +7,18 @@ use std::fmt::Display;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use jwt_relay::{Backoff, ConsumeError, ConsumeErrorKind, Guard, RunReport, Stats};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::message::Message as _;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -23,7 +26,7 @@ use tokio::task::JoinSet;
 use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
 use crate::event::{Event, Reporter};
-use crate::partition::{Partition, Signal};
+use crate::partition::{Incoming, Partition, Signal};
 
 /// What a consumer stops with: [`jwt_relay::ConsumeError`].
 pub type Result<T, E = ConsumeError> = std::result::Result<T, E>;
@@ -45,6 +48,29 @@ const CONSUMER_ONLY: [&str; 13] = [
     "isolation.level",
     "enable.partition.eof",
 ];
+
+/// The consumer's rdkafka context: it counts partition assignments, so that a partition's task
+/// knows when its records come from a new assignment (and forgets a rewind or retry counts
+/// of the previous one).
+#[derive(Debug, Default)]
+pub struct Rebalances(AtomicU64);
+
+impl Rebalances {
+    /// How many assignments the consumer has received.
+    pub fn assignments(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
 
 /// Reads Kafka topics through a [`Guard`], with at-least-once delivery:
 ///
@@ -94,7 +120,7 @@ pub struct Consumer {
 
 /// What a consumer is, shared with its partitions' tasks.
 pub(crate) struct Inner {
-    pub(crate) consumer: StreamConsumer,
+    pub(crate) consumer: StreamConsumer<Rebalances>,
     pub(crate) producer: FutureProducer,
     pub(crate) guard: Guard,
     pub(crate) topics: Vec<String>,
@@ -185,7 +211,7 @@ impl Consumer {
     }
 
     /// The rdkafka consumer, for what this wrapper does not do (lag, watermarks).
-    pub fn inner(&self) -> &StreamConsumer {
+    pub fn inner(&self) -> &StreamConsumer<Rebalances> {
         &self.inner.consumer
     }
 
@@ -217,10 +243,16 @@ impl Consumer {
             )
             .with_source(e)
         })?;
+        inner.taken.store(0, Ordering::SeqCst);
+        inner.settled.store(0, Ordering::SeqCst);
+        if inner.limit == Some(0) {
+            self.close().await;
+            return Ok(inner.reporter.stats.snapshot());
+        }
         let handler = Arc::new(handler);
         let (stop, stopping) = watch::channel(false);
         let (signal, mut signals) = mpsc::unbounded_channel();
-        let mut partitions: HashMap<(String, i32), mpsc::Sender<Arc<OwnedMessage>>> = HashMap::new();
+        let mut partitions: HashMap<(String, i32), mpsc::Sender<Incoming>> = HashMap::new();
         let mut tasks = JoinSet::new();
         let mut shutdown = pin!(shutdown);
         let mut result = Ok(());
@@ -239,15 +271,18 @@ impl Consumer {
                     },
                     message = stream.next() => message,
                 };
-                let record = match message {
+                let incoming = match message {
                     None => break,
-                    Some(Ok(message)) => Arc::new(message.detach()),
+                    Some(Ok(message)) => {
+                        Incoming::new(message.detach(), inner.consumer.context().assignments())
+                    }
                     Some(Err(e)) => {
                         // librdkafka reconnects and retries by itself; these are reports.
                         tracing::warn!(topics = ?inner.topics, "Kafka consumer error: {e}");
                         continue;
                     }
                 };
+                let record = &incoming.record;
                 let key = (record.topic().to_owned(), record.partition());
                 let queue = partitions.entry(key).or_insert_with(|| {
                     let (queue, records) = mpsc::channel(inner.buffer);
@@ -265,9 +300,22 @@ impl Consumer {
                 tokio::select! {
                     biased;
                     () = &mut shutdown => break,
-                    // A closed queue is a partition that stopped (the limit): the record is read
-                    // again by the next run, as nothing was stored for it.
-                    _ = queue.send(record) => {}
+                    sent = queue.send(incoming) => if let Err(unsent) = sent {
+                        // A partition's task ends early only at the limit (or a halt, signalled);
+                        // any other end is a bug that must not drop its records unseen.
+                        if inner.limit.is_none_or(|limit| inner.taken.load(Ordering::SeqCst) < limit) {
+                            let record = &unsent.0.record;
+                            result = Err(ConsumeError::new(
+                                ConsumeErrorKind::Broker,
+                                format!(
+                                    "the task of partition {}[{}] stopped; the consumer stops with it",
+                                    record.topic(),
+                                    record.partition()
+                                ),
+                            ));
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -394,8 +442,8 @@ impl ConsumerBuilder {
         }
         let mut config = self.config.clone();
         config.set("enable.auto.offset.store", "false");
-        let consumer: StreamConsumer = config
-            .create()
+        let consumer: StreamConsumer<Rebalances> = config
+            .create_with_context(Rebalances::default())
             .map_err(|e| configuration(format!("cannot create the Kafka consumer: {e}")).with_source(e))?;
         let producer = match self.producer {
             Some(producer) => producer,

@@ -60,16 +60,19 @@ const ORIGINS: [&str; 4] = [
     ORIGINAL_TIMESTAMP,
 ];
 
-/// The headers of a dead-lettered copy: the original ones in order (null values kept), minus
-/// the token header unless `keep_token`, plus the reason and where the record was.
+/// The headers of a dead-lettered copy: the original ones in order (null values kept; none
+/// unless `with_headers`), minus the token header unless `keep_token`, plus the reason and
+/// where the record was.
 pub(crate) fn copy_headers(
     record: &OwnedMessage,
     reason: &jwt_relay::Error,
     token_header: &TokenHeader,
     keep_token: bool,
+    with_headers: bool,
 ) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
-    let kept = record.headers().into_iter().flat_map(|h| h.iter()).filter(|h| {
+    let original = record.headers().filter(|_| with_headers);
+    let kept = original.into_iter().flat_map(|h| h.iter()).filter(|h| {
         keep_in_dead_letter(h.key, token_header, keep_token)
             && !ORIGINS.iter().any(|o| h.key.eq_ignore_ascii_case(o))
     });
@@ -143,7 +146,7 @@ mod tests {
             Some(original),
         );
         let reason = jwt_relay::Error::new(ErrorKind::BadSignature, "key `k1` says no");
-        let copy = copy_headers(&record, &reason, &TokenHeader::default(), false);
+        let copy = copy_headers(&record, &reason, &TokenHeader::default(), false, true);
         assert!(value(&copy, "authorization").is_empty());
         assert_eq!(value(&copy, "x-order"), [Some(&b"42"[..])]);
         assert_eq!(value(&copy, "x-null"), [None]);
@@ -156,7 +159,7 @@ mod tests {
             value(&copy, ORIGINAL_TIMESTAMP),
             [Some(&b"1700000000000 log-append-time"[..])]
         );
-        let kept = copy_headers(&record, &reason, &TokenHeader::default(), true);
+        let kept = copy_headers(&record, &reason, &TokenHeader::default(), true, true);
         assert_eq!(
             value(&kept, "authorization").len(),
             1,

@@ -79,6 +79,18 @@ impl fmt::Debug for KafkaHeadersMut {
     }
 }
 
+impl KafkaHeadersMut {
+    /// Removes every header named `name` in any ASCII case (none left: no header list).
+    pub(crate) fn remove(&mut self, name: &str) {
+        let Some(old) = self.0.take() else { return };
+        let mut out = OwnedHeaders::new_with_capacity(old.count());
+        for header in old.iter().filter(|h| !h.key.eq_ignore_ascii_case(name)) {
+            out = out.insert(header);
+        }
+        self.0 = (out.count() > 0).then_some(out);
+    }
+}
+
 impl Injector for KafkaHeadersMut {
     fn set(&mut self, name: &str, value: &str) -> Result<(), InjectError> {
         if name.is_empty() || name.contains('\0') {
@@ -87,12 +99,11 @@ impl Injector for KafkaHeadersMut {
                 "a Kafka header name is non-empty and has no NUL byte",
             ));
         }
-        let old = self.0.take();
-        let kept = old.as_ref().into_iter().flat_map(|h| h.iter());
-        let mut out = OwnedHeaders::new_with_capacity(old.as_ref().map_or(0, |h| h.count()) + 1);
-        for header in kept.filter(|h| !h.key.eq_ignore_ascii_case(name)) {
-            out = out.insert(header);
-        }
+        self.remove(name);
+        let out = self
+            .0
+            .take()
+            .unwrap_or_else(|| OwnedHeaders::new_with_capacity(1));
         self.0 = Some(out.insert(Header {
             key: name,
             value: Some(value),
@@ -155,6 +166,29 @@ mod tests {
             shown.contains("Authorization") && !shown.contains("s3cret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn remove_drops_every_casing_and_keeps_the_rest() {
+        let user = OwnedHeaders::new()
+            .insert(Header {
+                key: "authorization",
+                value: Some("Bearer copied"),
+            })
+            .insert(Header {
+                key: "x-order",
+                value: Some("1"),
+            });
+        let mut carrier = KafkaHeadersMut::new(Some(user));
+        carrier.remove("Authorization");
+        assert_eq!(names(&carrier.into_inner().unwrap()), ["x-order"]);
+        let only_token = OwnedHeaders::new().insert(Header {
+            key: "AUTHORIZATION",
+            value: Some("x"),
+        });
+        let mut carrier = KafkaHeadersMut::new(Some(only_token));
+        carrier.remove("authorization");
+        assert!(carrier.into_inner().is_none());
     }
 
     #[test]

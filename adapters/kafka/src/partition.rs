@@ -3,15 +3,19 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use jwt_relay::observe::consume_span;
 use jwt_relay::{
-    EventOutcome, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure, run_handler,
+    ErrorKind, EventOutcome, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure,
+    run_handler,
 };
 use rdkafka::consumer::Consumer as _;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Headers as _;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
@@ -23,6 +27,30 @@ use crate::dead_letter::copy_headers;
 use crate::delivery::Delivery;
 use crate::event::Event;
 use crate::headers::KafkaHeaders;
+
+/// A record on its way to its partition's task.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) record: Arc<OwnedMessage>,
+    /// The consumer's assignment count when the record was read.
+    generation: u64,
+    /// Whether its headers can be read: rdkafka panics on a header name that is not UTF-8.
+    readable: bool,
+}
+
+impl Incoming {
+    pub(crate) fn new(record: OwnedMessage, generation: u64) -> Self {
+        let readable = catch_unwind(AssertUnwindSafe(|| {
+            record.headers().map_or(0, |h| h.iter().count())
+        }))
+        .is_ok();
+        Incoming {
+            record: Arc::new(record),
+            generation,
+            readable,
+        }
+    }
+}
 
 /// What a partition tells the run.
 #[derive(Debug)]
@@ -46,7 +74,10 @@ enum Step {
 /// The tries at the record in hand, kept while it is read again after a rewind.
 #[derive(Debug, Default)]
 struct Tries {
-    offset: Option<i64>,
+    /// The record's offset and assignment.
+    at: Option<(i64, u64)>,
+    /// Whether it holds one of the limit's tickets, not yet settled.
+    ticket: bool,
     /// Guard checks that ended in a retry.
     checks: u32,
     /// Handler calls that failed.
@@ -71,79 +102,113 @@ where
     E: Display + 'static,
 {
     /// Handles the partition's records until the run stops, the limit is reached, or a halt.
-    pub(crate) async fn run(mut self, mut records: mpsc::Receiver<Arc<OwnedMessage>>) {
+    pub(crate) async fn run(mut self, mut records: mpsc::Receiver<Incoming>) {
         let mut tries = Tries::default();
-        // The offset the partition was rewound to: records after it are stale copies, read again.
-        let mut rewound: Option<i64> = None;
+        // The offset (and assignment) the partition was rewound to: later records of that
+        // assignment are stale copies, read again.
+        let mut rewound: Option<(i64, u64)> = None;
         let mut next = None;
         loop {
-            let record = match next.take() {
-                Some(record) => record,
+            let incoming = match next.take() {
+                Some(incoming) => incoming,
                 None => tokio::select! {
                     biased;
-                    _ = self.stopping.wait_for(|stop| *stop) => return,
-                    record = records.recv() => match record {
-                        Some(record) => record,
-                        None => return,
+                    _ = self.stopping.wait_for(|stop| *stop) => break,
+                    incoming = records.recv() => match incoming {
+                        Some(incoming) => incoming,
+                        None => break,
                     },
                 },
             };
-            let offset = record.offset();
-            if rewound.is_some_and(|at| offset > at) {
+            let at = (incoming.record.offset(), incoming.generation);
+            if rewound.is_some_and(|(offset, generation)| generation == at.1 && at.0 > offset) {
                 continue;
             }
             rewound = None;
-            if tries.offset != Some(offset) {
+            if tries.at != Some(at) {
+                self.release(&mut tries);
                 if !self.take_ticket() {
-                    return;
+                    break;
                 }
                 tries = Tries {
-                    offset: Some(offset),
+                    at: Some(at),
+                    ticket: self.inner.limit.is_some(),
                     ..Tries::default()
                 };
             }
             let step = {
                 let Ok(_permit) = self.inner.concurrency.acquire().await else {
-                    return;
+                    break;
                 };
-                let span = consume_span("kafka", &self.topic, &KafkaHeaders::new(record.headers()));
-                self.process(&record, &mut tries).instrument(span).await
+                let span = if incoming.readable {
+                    let headers = KafkaHeaders::new(incoming.record.headers());
+                    consume_span("kafka", &self.topic, &headers)
+                } else {
+                    consume_span("kafka", &self.topic, &jwt_relay::Headers::new())
+                };
+                self.process(&incoming, &mut tries).instrument(span).await
             };
             match step {
-                Step::Settled => self.settled(),
+                Step::Settled => {
+                    tries.ticket = false;
+                    self.settled();
+                }
                 Step::Later(delay) => {
-                    rewound = Some(offset);
-                    match self.hold(&mut records, offset, delay).await {
+                    rewound = Some(at);
+                    match self.hold(&mut records, at.0, delay).await {
                         Hold::Resumed => {}
-                        Hold::Earlier(record) => next = Some(record),
-                        Hold::Stopped => return,
+                        Hold::Abandoned => rewound = None,
+                        Hold::Earlier(incoming) => next = Some(incoming),
+                        Hold::Stopped => break,
                     }
                 }
                 Step::Halt(reason) => {
                     let _ = self.signal.send(Signal::Halt(reason));
-                    return;
+                    break;
                 }
             }
+        }
+        self.release(&mut tries);
+    }
+
+    /// Gives back the ticket of a record left unsettled (read again later, maybe elsewhere).
+    fn release(&self, tries: &mut Tries) {
+        if std::mem::take(&mut tries.ticket) {
+            self.inner.taken.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     /// Counts a new record against the limit; `false` once the limit is taken.
     fn take_ticket(&self) -> bool {
+        let Some(limit) = self.inner.limit else {
+            return true;
+        };
         self.inner
-            .limit
-            .is_none_or(|limit| self.inner.taken.fetch_add(1, Ordering::SeqCst) < limit)
+            .taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
+                (taken < limit).then_some(taken + 1)
+            })
+            .is_ok()
     }
 
     fn settled(&self) {
         if let Some(limit) = self.inner.limit
-            && self.inner.settled.fetch_add(1, Ordering::SeqCst) + 1 == limit
+            && self.inner.settled.fetch_add(1, Ordering::SeqCst) + 1 >= limit
         {
             let _ = self.signal.send(Signal::LimitReached);
         }
     }
 
     /// One try at `record`: the guard, then the handler or the dead-letter topic.
-    async fn process(&self, record: &Arc<OwnedMessage>, tries: &mut Tries) -> Step {
+    async fn process(&self, incoming: &Incoming, tries: &mut Tries) -> Step {
+        let record = &incoming.record;
+        if !incoming.readable {
+            let reason = jwt_relay::Error::new(
+                ErrorKind::Malformed,
+                "a header name is not UTF-8 text; the copy keeps none of the headers",
+            );
+            return self.dead_letter(record, &reason, tries, false).await;
+        }
         let mut info = MessageInfo::new(self.topic.as_str()).attempt(tries.checks);
         info.published = publish_time(record.timestamp());
         let headers = KafkaHeaders::new(record.headers());
@@ -179,11 +244,11 @@ where
                     }
                     HandlerVerdict::DeadLetter(reason) => {
                         inner.reporter.stats.handler_failed();
-                        self.dead_letter(record, &reason, tries).await
+                        self.dead_letter(record, &reason, tries, true).await
                     }
                 }
             }
-            Outcome::Reject(reason) => self.dead_letter(record, &reason, tries).await,
+            Outcome::Reject(reason) => self.dead_letter(record, &reason, tries, true).await,
             Outcome::Retry(reason, delay) => {
                 tries.checks = tries.checks.saturating_add(1);
                 self.report(
@@ -204,19 +269,27 @@ where
 
     /// Writes the copy and waits for the broker's ack, then stores the offset; if the copy
     /// cannot be written, tries the record again later.
-    async fn dead_letter(&self, record: &OwnedMessage, reason: &jwt_relay::Error, tries: &mut Tries) -> Step {
+    async fn dead_letter(
+        &self,
+        record: &OwnedMessage,
+        reason: &jwt_relay::Error,
+        tries: &mut Tries,
+        with_headers: bool,
+    ) -> Step {
         let inner = &self.inner;
         let target = inner.dead_letter.topic_for(&self.topic);
-        let headers = copy_headers(
-            record,
-            reason,
-            inner.guard.verifier().token_header(),
-            inner.keep_token,
-        );
+        let token_header = inner.guard.verifier().token_header();
+        let headers = copy_headers(record, reason, token_header, inner.keep_token, with_headers);
         let mut copy: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&target).headers(headers);
         copy.payload = record.payload();
         copy.key = record.key();
-        match inner.producer.send(copy, inner.produce_timeout).await {
+        // `send`'s own timeout covers only the wait for room in the local queue.
+        let sending = inner.producer.send(copy, inner.produce_timeout);
+        let sent = match tokio::time::timeout(inner.produce_timeout, sending).await {
+            Ok(sent) => sent.map_err(|(e, _copy)| e),
+            Err(_) => Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
+        };
+        match sent {
             Ok(_) => {
                 inner.reporter.stats.dead_lettered();
                 self.store(record);
@@ -227,7 +300,7 @@ where
                 self.report(record, outcome);
                 Step::Settled
             }
-            Err((e, _copy)) => {
+            Err(e) => {
                 let delay = inner.backoff.delay(tries.copies);
                 tries.copies = tries.copies.saturating_add(1);
                 tracing::error!(
@@ -272,12 +345,7 @@ where
 
     /// Waits `delay` with the partition paused, dropping the records read after `offset` (they
     /// are read again), then resumes it and seeks back to `offset`.
-    async fn hold(
-        &mut self,
-        records: &mut mpsc::Receiver<Arc<OwnedMessage>>,
-        offset: i64,
-        delay: Duration,
-    ) -> Hold {
+    async fn hold(&mut self, records: &mut mpsc::Receiver<Incoming>, offset: i64, delay: Duration) -> Hold {
         let list = self.partition_list(Offset::Invalid);
         if let Err(e) = self.inner.consumer.pause(&list) {
             tracing::debug!(topic = %self.topic, partition = self.partition, "cannot pause: {e}");
@@ -285,22 +353,35 @@ where
         let wake = tokio::time::sleep(delay);
         tokio::pin!(wake);
         loop {
-            tokio::select! {
+            let incoming = tokio::select! {
                 biased;
                 _ = self.stopping.wait_for(|stop| *stop) => return Hold::Stopped,
                 () = &mut wake => break,
-                record = records.recv() => match record {
-                    None => return Hold::Stopped,
-                    Some(record) if record.offset() > offset => {}
-                    // The partition was reassigned and read again from its committed offset.
-                    Some(record) => return Hold::Earlier(record),
-                },
+                incoming = records.recv() => incoming,
+            };
+            match incoming {
+                None => return Hold::Stopped,
+                Some(incoming) if incoming.record.offset() > offset && !self.reassigned(&incoming) => {}
+                // The partition was reassigned, and is read again from its committed offset.
+                Some(incoming) => {
+                    self.resume(&list);
+                    return Hold::Earlier(incoming);
+                }
             }
         }
-        if let Err(e) = self.inner.consumer.resume(&list) {
+        self.resume(&list);
+        self.seek(offset).await
+    }
+
+    fn resume(&self, list: &TopicPartitionList) {
+        if let Err(e) = self.inner.consumer.resume(list) {
             tracing::debug!(topic = %self.topic, partition = self.partition, "cannot resume: {e}");
         }
-        self.seek(offset).await
+    }
+
+    /// Whether `incoming` was read under a newer assignment than the current one.
+    fn reassigned(&self, incoming: &Incoming) -> bool {
+        incoming.generation != self.inner.consumer.context().assignments()
     }
 
     /// Seeks back to `offset`, trying again while the partition is still ours.
@@ -322,7 +403,7 @@ where
             };
             if !self.assigned() {
                 // Its next owner (maybe us again) reads it from the committed offset.
-                return Hold::Resumed;
+                return Hold::Abandoned;
             }
             let delay = self.inner.backoff.delay(failures);
             failures += 1;
@@ -355,8 +436,10 @@ where
 enum Hold {
     /// The partition reads from the held record again.
     Resumed,
-    /// A record before the held one arrived (a reassignment): handle it next.
-    Earlier(Arc<OwnedMessage>),
+    /// The partition is no longer ours: forget the held record.
+    Abandoned,
+    /// A record of a new assignment arrived: handle it next.
+    Earlier(Incoming),
     /// The run is stopping.
     Stopped,
 }

@@ -122,9 +122,9 @@ impl Producer {
         self.send_with_token(record, token.as_deref()).await
     }
 
-    /// Sends `record` carrying exactly `token` (none for `None`), written by the propagator's
-    /// token header, without choosing or checking it: for replaying recorded messages and for
-    /// tests. A service sending on behalf of its user calls [`send`](Self::send).
+    /// Sends `record` carrying exactly `token` (none for `None`: a token header the record
+    /// already had is removed), written by the propagator's token header, without choosing or
+    /// checking it: for replaying recorded messages and for tests. A service sending on behalf of its user calls [`send`](Self::send).
     pub async fn send_with_token<K, P>(
         &self,
         mut record: FutureRecord<'_, K, P>,
@@ -134,11 +134,13 @@ impl Producer {
         K: ToBytes + ?Sized,
         P: ToBytes + ?Sized,
     {
-        if token.is_some() {
-            let mut carrier = KafkaHeadersMut::new(record.headers.take());
-            self.propagator.write(&mut carrier, token)?;
-            record.headers = carrier.into_inner();
+        // A token header the caller copied from elsewhere never leaves unchosen.
+        let mut carrier = KafkaHeadersMut::new(record.headers.take());
+        match token {
+            Some(_) => self.propagator.write(&mut carrier, token)?,
+            None => carrier.remove(self.propagator.token_header().name()),
         }
+        record.headers = carrier.into_inner();
         let topic = record.topic.to_owned();
         self.producer
             .send(record, self.queue_timeout)

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use jwt_relay::Propagator;
+use jwt_relay_kafka::rdkafka::message::{Header, OwnedHeaders};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 
 use crate::support::{Cluster, Idp, consumer, header, payload, run_to_limit, unique};
@@ -44,4 +45,22 @@ pub async fn a_handler_publishing_downstream_propagates_the_token(cluster: Clust
     assert_eq!(sent.len(), 1);
     assert_eq!(payload(&sent[0]), "invoice for order 1");
     assert_eq!(header(&sent[0], "Authorization"), Some(format!("Bearer {token}")));
+
+    // A token header copied from elsewhere never leaves without being chosen.
+    let copied = OwnedHeaders::new().insert(Header {
+        key: "authorization",
+        value: Some(&format!("Bearer {token}")),
+    });
+    let record = FutureRecord::to(&invoices)
+        .key("2")
+        .payload("anonymous")
+        .headers(copied);
+    producer.send_with_token(record, None).await.expect("sent");
+    let sent = cluster.read(&invoices, 2);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        header(&sent[1], "Authorization"),
+        None,
+        "the copied token was removed"
+    );
 }
