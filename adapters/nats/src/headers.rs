@@ -147,7 +147,7 @@ fn values_any_casing<'a>(map: Option<&'a HeaderMap>, name: &str) -> Vec<jwt_rela
 
 /// Removes every header whose name equals `name` ignoring ASCII case
 /// ([`HeaderMap`] has no `remove`: the map is rebuilt, only when needed).
-fn remove_any_casing(map: &mut HeaderMap, name: &str) {
+pub(crate) fn remove_any_casing(map: &mut HeaderMap, name: &str) {
     if !contains_any_casing(map, name) {
         return;
     }

@@ -8,7 +8,7 @@ use async_nats::{Client, HeaderMap, Message};
 use bytes::Bytes;
 use jwt_relay::{AuthContext, Propagator, PublishError, PublishErrorKind};
 
-use crate::headers::NatsHeaders;
+use crate::headers::{NatsHeaders, remove_any_casing};
 
 /// Publishes on core NATS as a service does: each message leaves with the
 /// token of the explicit context if one is given, else of the current one
@@ -108,8 +108,8 @@ impl NatsPublisher {
     }
 }
 
-/// `headers` with the token for `subject` written in (or left without one,
-/// for an anonymous message).
+/// `headers` with the token for `subject` written in (or without any token
+/// header, for an anonymous message).
 pub(crate) async fn with_token(
     propagator: &Propagator,
     subject: &str,
@@ -117,6 +117,27 @@ pub(crate) async fn with_token(
     context: Option<&AuthContext>,
 ) -> Result<HeaderMap, PublishError> {
     let token = propagator.token_for(subject, context).await?;
-    propagator.write(&mut NatsHeaders(&mut headers), token.as_deref())?;
+    match token {
+        Some(token) => propagator.write(&mut NatsHeaders(&mut headers), Some(&token))?,
+        // A token header the caller copied from elsewhere never leaves unchosen.
+        None => remove_any_casing(&mut headers, propagator.token_header().name()),
+    }
     Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn an_anonymous_message_leaves_without_a_copied_token() {
+        let propagator = Propagator::builder().allow_anonymous().build().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer copied.from.elsewhere");
+        headers.insert("x-order", "1");
+        let sent = with_token(&propagator, "orders", headers, None).await.unwrap();
+        assert!(sent.get("authorization").is_none() && sent.get("Authorization").is_none());
+        assert_eq!(sent.get("x-order").map(|v| v.as_str()), Some("1"));
+    }
 }

@@ -107,17 +107,16 @@ impl fmt::Debug for AmqpHeadersMut<'_> {
     }
 }
 
-impl Injector for AmqpHeadersMut<'_> {
-    fn set(&mut self, name: &str, value: &str) -> Result<(), InjectError> {
-        let key = ShortString::try_new(name)
-            .map_err(|_| InjectError::new(name, "an AMQP header name is at most 255 bytes"))?;
-        let other_casing = self
+impl AmqpHeadersMut<'_> {
+    /// Removes every header named `name` in any ASCII case.
+    pub(crate) fn remove(&mut self, name: &str) {
+        let present = self
             .0
             .inner()
             .keys()
-            .any(|k| k.as_str() != name && k.as_str().eq_ignore_ascii_case(name));
-        if other_casing {
-            // FieldTable has no `remove`: rebuild it without the other casings.
+            .any(|k| k.as_str().eq_ignore_ascii_case(name));
+        if present {
+            // FieldTable has no `remove`: rebuild it without them.
             let kept: BTreeMap<ShortString, AMQPValue> = self
                 .0
                 .inner()
@@ -127,6 +126,14 @@ impl Injector for AmqpHeadersMut<'_> {
                 .collect();
             *self.0 = FieldTable::from(kept);
         }
+    }
+}
+
+impl Injector for AmqpHeadersMut<'_> {
+    fn set(&mut self, name: &str, value: &str) -> Result<(), InjectError> {
+        let key = ShortString::try_new(name)
+            .map_err(|_| InjectError::new(name, "an AMQP header name is at most 255 bytes"))?;
+        self.remove(name);
         self.0.insert(key, AMQPValue::LongString(LongString::from(value)));
         Ok(())
     }
@@ -230,6 +237,19 @@ mod tests {
             .extract(&AmqpHeaders::new(t), 8192)
             .map(str::to_owned)
             .map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn remove_drops_every_casing_and_keeps_the_rest() {
+        let mut table = FieldTable::default();
+        table.insert(
+            "AUTHORIZATION".into(),
+            AMQPValue::LongString("Bearer copied".into()),
+        );
+        table.insert("x-order".into(), AMQPValue::LongString("1".into()));
+        AmqpHeadersMut::new(&mut table).remove("authorization");
+        let names: Vec<&str> = table.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-order"]);
     }
 
     #[test]

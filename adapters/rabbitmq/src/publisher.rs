@@ -115,8 +115,9 @@ impl Publisher {
             .await
     }
 
-    /// Publishes carrying exactly `token` (none for `None`), written by the propagator's token
-    /// header, without choosing or checking it: for replaying recorded messages and for tests.
+    /// Publishes carrying exactly `token` (none for `None`: a token header the properties
+    /// already had is removed), written by the propagator's token header, without choosing or
+    /// checking it: for replaying recorded messages and for tests.
     /// A service publishing on behalf of its user calls [`publish`](Self::publish).
     pub async fn publish_with_token(
         &self,
@@ -131,6 +132,11 @@ impl Publisher {
             let mut headers = properties.headers().clone().unwrap_or_default();
             self.propagator
                 .write(&mut AmqpHeadersMut::new(&mut headers), token)?;
+            properties = properties.with_headers(headers);
+        } else if let Some(headers) = properties.headers().clone() {
+            // A token header the caller copied from elsewhere never leaves unchosen.
+            let mut headers = headers;
+            AmqpHeadersMut::new(&mut headers).remove(self.propagator.token_header().name());
             properties = properties.with_headers(headers);
         }
         if properties.timestamp().is_none()
