@@ -1,0 +1,188 @@
+//! The `shipments` hop: a NATS JetStream stream on the server at `NATS_URL`, else the in-memory
+//! transport.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jwt_relay::memory::{MemoryBroker, MemoryPublisher};
+use jwt_relay::{AuthContext, EventOutcome, Guard, Propagator};
+use jwt_relay_nats::async_nats::jetstream::{self, consumer::pull};
+use jwt_relay_nats::async_nats::{self, HeaderMap};
+use jwt_relay_nats::{Delivery, JetStreamConsumer, JetStreamPublisher, Topology};
+use tokio::sync::Notify;
+
+use super::memory::{self, Counts};
+use super::{Failure, endpoint, per_run};
+
+/// Where shipments go.
+#[allow(clippy::large_enum_variant, reason = "one per run")]
+pub(crate) enum Shipments {
+    JetStream {
+        address: String,
+        jetstream: jetstream::Context,
+        topology: Topology,
+        subject: String,
+    },
+    Memory(MemoryBroker),
+}
+
+/// Publishes shipments as the current identity.
+#[allow(clippy::large_enum_variant, reason = "one per service")]
+#[derive(Clone)]
+pub(crate) enum ShipmentPublisher {
+    JetStream(JetStreamPublisher, String),
+    Memory(MemoryPublisher),
+}
+
+impl Shipments {
+    /// Declares the stream (and its dead-letter stream) on the server at `url`, or uses `memory`.
+    pub(crate) async fn connect(url: Option<&str>, memory: &MemoryBroker) -> Result<Shipments, Failure> {
+        let Some(url) = url else {
+            return Ok(Shipments::Memory(memory.clone()));
+        };
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| {
+                format!(
+                    "NATS_URL is {}, and no NATS server answers there: {e}",
+                    endpoint(url)
+                )
+            })?;
+        let jetstream = jetstream::new(client);
+        let subject = per_run("shipments");
+        let topology = Topology::new(subject.to_uppercase(), [subject.clone()]);
+        topology.declare(&jetstream).await?;
+        Ok(Shipments::JetStream {
+            address: endpoint(url),
+            jetstream,
+            topology,
+            subject,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Shipments::JetStream { subject, .. } => subject,
+            Shipments::Memory(_) => memory::SHIPMENTS,
+        }
+    }
+
+    /// For the JSON line.
+    pub(crate) fn transport(&self) -> &'static str {
+        match self {
+            Shipments::JetStream { .. } => "jetstream",
+            Shipments::Memory(_) => "memory",
+        }
+    }
+
+    /// For people.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Shipments::JetStream { address, .. } => format!("NATS JetStream at {address}"),
+            Shipments::Memory(_) => "the in-memory transport".to_owned(),
+        }
+    }
+
+    pub(crate) async fn publisher(&self) -> Result<ShipmentPublisher, Failure> {
+        Ok(match self {
+            Shipments::JetStream {
+                jetstream, subject, ..
+            } => ShipmentPublisher::JetStream(
+                JetStreamPublisher::new(jetstream.clone(), Propagator::default()),
+                subject.clone(),
+            ),
+            Shipments::Memory(broker) => {
+                ShipmentPublisher::Memory(MemoryPublisher::new(broker.clone(), Propagator::default()))
+            }
+        })
+    }
+
+    /// Runs `handler` for `limit` shipments (on the in-memory transport: until none is left).
+    pub(crate) async fn consume<H, Fut>(
+        &self,
+        guard: Guard,
+        limit: u64,
+        handler: H,
+    ) -> Result<Counts, Failure>
+    where
+        H: Fn(AuthContext, Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Failure>> + Send + 'static,
+    {
+        let (jetstream, topology) = match self {
+            Shipments::Memory(broker) => {
+                return memory::consume(broker, memory::SHIPMENTS, guard, handler).await;
+            }
+            Shipments::JetStream {
+                jetstream, topology, ..
+            } => (jetstream, topology),
+        };
+        let stream = jetstream.get_stream(topology.stream_name()).await?;
+        let consumer = stream
+            .get_or_create_consumer(
+                "notifier",
+                pull::Config {
+                    durable_name: Some("notifier".to_owned()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        // Stops once `limit` messages are settled (handled, or dead-lettered).
+        let settled = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(Notify::new());
+        let consumer = {
+            let done = done.clone();
+            JetStreamConsumer::new(consumer, guard).on_event(move |event| {
+                if matches!(
+                    event.outcome,
+                    EventOutcome::Accepted(_) | EventOutcome::Rejected { .. }
+                ) && settled.fetch_add(1, Ordering::SeqCst) + 1 >= limit
+                {
+                    done.notify_one();
+                }
+            })
+        };
+        let report = consumer
+            .run(
+                move |delivery: Delivery| handler(delivery.context().clone(), delivery.payload().to_vec()),
+                async move { done.notified().await },
+            )
+            .await?;
+        Ok(Counts {
+            accepted: report.accepted,
+            dead_lettered: report.dead_lettered,
+        })
+    }
+
+    /// Deletes the streams this run declared on a real server.
+    pub(crate) async fn remove(&self) {
+        if let Shipments::JetStream {
+            jetstream, topology, ..
+        } = self
+            && let Err(error) = topology.delete(jetstream).await
+        {
+            tracing::warn!(%error, stream = topology.stream_name(), "could not delete the demonstration's streams");
+        }
+    }
+}
+
+impl ShipmentPublisher {
+    /// Publishes `payload` with the current identity's token, and waits for the stream's ack.
+    pub(crate) async fn publish(&self, payload: &[u8]) -> Result<(), Failure> {
+        match self {
+            ShipmentPublisher::JetStream(publisher, subject) => {
+                publisher
+                    .publish(subject, HeaderMap::new(), payload.to_vec(), None)
+                    .await?;
+            }
+            ShipmentPublisher::Memory(publisher) => {
+                publisher
+                    .publish(memory::SHIPMENTS, Default::default(), payload.to_vec(), None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
