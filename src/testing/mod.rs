@@ -70,6 +70,7 @@
 mod broker;
 mod client_auth;
 mod config;
+mod hostile;
 mod mode;
 mod oauth_error;
 mod params;
@@ -80,6 +81,7 @@ mod token_endpoint;
 
 pub use broker::{broker_available, program_available};
 pub use config::DevStsConfig;
+pub use hostile::{Hostile, hostile};
 pub use mode::{Mode, Stats};
 pub use private_key::PrivateKey;
 pub use sts::DevSts;

@@ -106,6 +106,18 @@ impl Signer {
         Key::from_jwk(&self.public_jwk.to_string())
     }
 
+    /// The base64url signature of a JWS signing input (`header.payload`), for hostile tokens
+    /// whose header or payload no encoder would write.
+    pub(super) fn sign_input(&self, input: &str) -> Result<String> {
+        jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg).map_err(|e| {
+            Error::new(
+                ErrorKind::Configuration,
+                format!("cannot sign with {}", alg_name(self.alg)),
+            )
+            .with_source(e)
+        })
+    }
+
     /// Signs `claims` as a JWT with `typ: JWT` and this key's `kid`.
     pub(super) fn sign(&self, claims: &Value) -> Result<String> {
         let mut header = Header::new(self.alg);

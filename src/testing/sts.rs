@@ -60,7 +60,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// # }
 /// ```
 pub struct DevSts {
-    service: Arc<Service>,
+    pub(super) service: Arc<Service>,
     local_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -201,6 +201,19 @@ impl DevSts {
     /// The public key set, `{issuer}/jwks.json`.
     pub fn jwks_url(&self) -> String {
         self.service.jwks_url.clone()
+    }
+
+    /// A verifier trusting this service's tokens for `audience`, through its key set, with no
+    /// leeway (so tests of `exp`, `nbf` and `iat` are exact).
+    pub fn verifier(&self, audience: &str) -> Result<Verifier> {
+        Verifier::builder()
+            .issuer(
+                Issuer::new(self.issuer())
+                    .audience(audience)
+                    .jwks_url(self.jwks_url())
+                    .leeway(Duration::ZERO),
+            )
+            .build()
     }
 
     /// The address the server is bound to.

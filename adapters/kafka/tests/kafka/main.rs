@@ -14,6 +14,7 @@ mod dead_letters;
 mod exchange;
 mod halt;
 mod handler_errors;
+mod hostile;
 mod outage;
 mod propagation;
 mod restart;
@@ -48,4 +49,5 @@ on_both! {
     exchange::an_expired_token_is_exchanged_and_flows_on => expired_token_exchanged,
     handler_errors::a_failing_handler_is_retried_then_dead_lettered => handler_failures,
     halt::a_halt_stops_the_consumer_and_stores_nothing => a_halt_stops,
+    hostile::every_hostile_class_is_dead_lettered_and_good_records_flow => hostile_input,
 }

@@ -12,6 +12,7 @@ mod dead_letter;
 mod grace;
 mod handler_errors;
 mod headers;
+mod hostile;
 mod outage;
 mod propagation;
 mod publisher;
