@@ -392,3 +392,48 @@ mod tests {
         assert!(parse_token_response(b"not json").is_none());
     }
 }
+
+/// Arbitrary answers from a token endpoint: whatever the status, `Retry-After` and body, reading
+/// one never panics; only a 200 with an RFC 8693 body yields a token, and every failure's
+/// message stays bounded.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn answer(status: u16, retry_after: &str, body: Vec<u8>) -> reqwest::Response {
+        let mut response = http::Response::new(body);
+        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(retry_after) {
+            response.headers_mut().insert("retry-after", value);
+        }
+        reqwest::Response::from(response)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_answers_never_panic(
+            status in 100u16..600,
+            retry_after in ".{0,40}",
+            body in prop::collection::vec(any::<u8>(), 0..512),
+            json_like in prop::option::of(r#"\{"(access_token|token_type|error|expires_in)":("[a-z]{0,8}"|[0-9]{1,20}|null|-1.5e400)\}"#),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let body = json_like.map(String::into_bytes).unwrap_or(body);
+            let read = runtime.block_on(read(answer(status, &retry_after, body)));
+            match read {
+                Ok(issued) => {
+                    prop_assert_eq!(status, 200);
+                    prop_assert!(!issued.access_token.is_empty());
+                }
+                Err(failure) => {
+                    let error = failure.into_error("https://sts.example/token", Some("me"), 1, "");
+                    prop_assert!(error.message().len() < 2_000, "{}", error.message().len());
+                }
+            }
+        }
+    }
+}

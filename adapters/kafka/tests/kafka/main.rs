@@ -10,6 +10,7 @@ mod common;
 mod jwks_server;
 mod support;
 
+mod broker_down;
 mod dead_letters;
 mod exchange;
 mod halt;
