@@ -1,0 +1,198 @@
+//! What no broker is needed for: the latency the guard adds per message, token-endpoint calls
+//! for a burst of one expired token, key-set fetches during an unknown-`kid` storm, and resident
+//! memory while a million distinct tokens pass the verified-token cache.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DevSts, DevStsConfig};
+use jwt_relay::{
+    Acceptance, Algorithm, ClientAuth, Exchange, ExchangeCache, Guard, Headers, Issuer, MessageInfo, Outcome,
+    RemoteOptions, Rfc8693Client, Verifier, now_unix,
+};
+use serde_json::{Value, json};
+
+use crate::measure::quantile;
+use crate::tokens::{AUDIENCE, ISSUER, Keys};
+use crate::{Failure, bearer, concurrently};
+
+fn headers_with(token: &str) -> Headers {
+    let mut headers = Headers::new();
+    headers.append("Authorization", bearer(token));
+    headers
+}
+
+/// p50 and p99 of the guard's check of a message whose token it has seen (scenario a): all
+/// that jwt-relay adds on the consuming side, whatever the broker.
+pub(crate) async fn added_latency(keys: &Keys, samples: usize) -> Result<Value, Failure> {
+    let guard = Guard::new(keys.verifier.clone());
+    let headers = headers_with(&keys.token(Algorithm::RS256, "alice")?);
+    let info = MessageInfo::new("bench");
+    let mut times = Vec::with_capacity(samples);
+    for n in 0..samples + 1000 {
+        let started = Instant::now();
+        let outcome = guard.check(&headers, &info).await;
+        let elapsed = started.elapsed();
+        if !matches!(outcome, Outcome::Accept(_)) {
+            return Err(format!("the shared token was not accepted: {outcome:?}").into());
+        }
+        // The first thousand warm the cache and the allocator.
+        if n >= 1000 {
+            times.push(elapsed);
+        }
+    }
+    times.sort();
+    let micros = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
+    Ok(json!({
+        "measurement": "added_latency",
+        "scenario": "a: one token",
+        "samples": samples,
+        "p50_us": micros(quantile(&times, 0.50)),
+        "p99_us": micros(quantile(&times, 0.99)),
+        "max_us": micros(quantile(&times, 1.0)),
+    }))
+}
+
+/// `messages` messages carrying one expired token, checked 512 at a time under `Exchange`:
+/// how many calls the token endpoint received.
+pub(crate) async fn exchange_burst(messages: usize) -> Result<Value, Failure> {
+    let sts = DevSts::start(DevStsConfig::default()).await?;
+    let verifier = Verifier::builder()
+        .issuer(
+            Issuer::new(sts.issuer())
+                .audience(AUDIENCE)
+                .jwks_url(sts.jwks_url()),
+        )
+        .build()?;
+    let client = Rfc8693Client::builder(sts.token_endpoint())
+        .client_auth(ClientAuth::ClientSecretBasic {
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
+        })
+        .build()?;
+    let guard = Guard::builder(verifier)
+        .policy(Exchange::new(Arc::new(ExchangeCache::new(client))).audience(AUDIENCE))
+        .build();
+    let now = now_unix();
+    let expired = sts.mint_claims(json!({
+        "iss": sts.issuer(), "aud": AUDIENCE, "sub": "alice", "iat": now - 600, "exp": now - 60,
+    }));
+    let headers = headers_with(&expired);
+    let info = MessageInfo::new("bench");
+    let started = Instant::now();
+    concurrently(messages, 512, |_| {
+        let (guard, headers, info) = (&guard, &headers, &info);
+        async move {
+            match guard.check(headers, info).await {
+                Outcome::Accept(context) if context.acceptance() == Acceptance::Exchanged => Ok(()),
+                other => Err(format!("not exchanged: {other:?}").into()),
+            }
+        }
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    let calls = sts.stats().token_requests;
+    sts.shutdown().await;
+    Ok(json!({
+        "measurement": "exchange_burst",
+        "messages": messages,
+        "token_endpoint_calls": calls,
+        "seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+    }))
+}
+
+/// Tokens naming unknown key ids (`kids` different ones, cycled), checked 512 at a time for
+/// `seconds` against a remote key set with a 500 ms refetch cooldown: how many key-set fetches
+/// the storm caused, against one per cooldown.
+pub(crate) async fn unknown_kid_storm(keys: &Keys, seconds: u64, kids: usize) -> Result<Value, Failure> {
+    let cooldown = Duration::from_millis(500);
+    let sts = DevSts::start(DevStsConfig::default()).await?;
+    let verifier = Verifier::builder()
+        .issuer(
+            Issuer::new(sts.issuer())
+                .audience(AUDIENCE)
+                .jwks_url_with(sts.jwks_url(), RemoteOptions::default().cooldown(cooldown)),
+        )
+        .build()?;
+    // The key set is loaded once by a genuine token, as in a running consumer.
+    verifier
+        .verify(&sts.mint("alice", AUDIENCE, Duration::from_secs(600)))
+        .await?;
+    let before = sts.stats().jwks_requests;
+    let now = now_unix();
+    let rogue: Vec<Headers> = (0..kids.max(1))
+        .map(|n| {
+            let claims = json!({
+                "iss": sts.issuer(), "aud": AUDIENCE, "sub": "mallory", "iat": now, "exp": now + 600,
+            });
+            keys.sign(Algorithm::RS256, Some(&format!("rogue-{n}")), claims)
+                .map(|token| headers_with(&token))
+        })
+        .collect::<Result<_, _>>()?;
+    let guard = Guard::new(verifier);
+    let info = MessageInfo::new("bench");
+    let started = Instant::now();
+    let mut messages = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        concurrently(rogue.len(), 512, |i| {
+            let (guard, info, headers) = (&guard, &info, &rogue[i]);
+            async move {
+                match guard.check(headers, info).await {
+                    Outcome::Accept(_) => Err("a token signed with an unknown key was accepted".into()),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await?;
+        messages += rogue.len();
+    }
+    let elapsed = started.elapsed();
+    let fetches = sts.stats().jwks_requests - before;
+    sts.shutdown().await;
+    Ok(json!({
+        "measurement": "unknown_kid_storm",
+        "messages_rejected": messages,
+        "distinct_kids": kids,
+        "seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "cooldown_ms": cooldown.as_millis() as u64,
+        "jwks_fetches": fetches,
+        "at_most_one_per_cooldown": (elapsed.as_secs_f64() / cooldown.as_secs_f64()).ceil(),
+    }))
+}
+
+/// Resident memory (from `/proc/self/status`), in KiB.
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident memory while `tokens` distinct HS256 tokens pass the default verifier (its cache
+/// holds 10 000): sampled at each tenth.
+pub(crate) async fn memory_under_distinct_tokens(keys: &Keys, tokens: usize) -> Result<Value, Failure> {
+    let verifier = keys.verifier_with_cache(10_000)?;
+    let now = now_unix();
+    let mut samples = Vec::new();
+    let step = (tokens / 10).max(1);
+    for n in 0..tokens {
+        let token = keys.token_with(
+            Algorithm::HS256,
+            json!({"iss": ISSUER, "aud": AUDIENCE, "sub": format!("user-{n}"), "iat": now, "exp": now + 3600}),
+        )?;
+        verifier.verify(&token).await?;
+        if (n + 1) % step == 0 {
+            samples.push(json!([n + 1, resident_kib()]));
+        }
+    }
+    let kib = |index: usize| samples.get(index).and_then(|s| s[1].as_u64()).unwrap_or_default();
+    // From the moment the cache is full (10 000 entries, within the first tenth at 100 000+).
+    let growth =
+        kib(samples.len().saturating_sub(1)) as i64 - kib(1.min(samples.len().saturating_sub(1))) as i64;
+    Ok(json!({
+        "measurement": "memory_distinct_tokens",
+        "tokens": tokens,
+        "cache_capacity": 10_000,
+        "rss_kib_at": samples,
+        "growth_after_second_tenth_kib": growth,
+    }))
+}

@@ -1,0 +1,208 @@
+//! Kafka: rdkafka's `FutureProducer` and `StreamConsumer` against jwt-relay's `Producer` and
+//! `Consumer`, on librdkafka's mock cluster or a real broker.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use jwt_relay::{AuthContext, Guard, Propagator};
+use jwt_relay_kafka::rdkafka::config::ClientConfig;
+use jwt_relay_kafka::rdkafka::consumer::{Consumer as _, StreamConsumer};
+use jwt_relay_kafka::rdkafka::message::{Header, OwnedHeaders};
+use jwt_relay_kafka::rdkafka::mocking::MockCluster;
+use jwt_relay_kafka::rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use jwt_relay_kafka::rdkafka::util::Timeout;
+use jwt_relay_kafka::{Consumer, Producer, ensure_topics};
+
+use crate::measure::{Progress, payload};
+use crate::{Failure, IN_FLIGHT, bearer, concurrently, unique};
+
+pub(crate) struct Kafka {
+    name: &'static str,
+    /// Kept alive for the run; `None` on a real broker.
+    mock: Option<MockCluster<'static, DefaultProducerContext>>,
+    bootstrap: String,
+    raw: FutureProducer,
+    wrapped: Producer,
+    publish_topic: String,
+    /// The topic `prepare` filled, and how many records it holds.
+    consume_topic: Mutex<Option<(String, usize)>>,
+}
+
+impl Kafka {
+    /// librdkafka's mock cluster (one broker).
+    pub(crate) async fn mock() -> Result<Kafka, Failure> {
+        let mock = MockCluster::new(1)?;
+        let bootstrap = mock.bootstrap_servers();
+        Kafka::new("kafka (mock cluster)", Some(mock), bootstrap).await
+    }
+
+    /// The broker at `bootstrap`.
+    pub(crate) async fn broker(bootstrap: &str) -> Result<Kafka, Failure> {
+        Kafka::new("kafka (Tansu broker)", None, bootstrap.to_owned()).await
+    }
+
+    async fn new(
+        name: &'static str,
+        mock: Option<MockCluster<'static, DefaultProducerContext>>,
+        bootstrap: String,
+    ) -> Result<Kafka, Failure> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &bootstrap)
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5");
+        let kafka = Kafka {
+            name,
+            mock,
+            bootstrap,
+            raw: config.create()?,
+            wrapped: Producer::from_config(&config, Propagator::default())?,
+            publish_topic: unique("bench-publish"),
+            consume_topic: Mutex::new(None),
+        };
+        kafka.create(&kafka.publish_topic).await?;
+        Ok(kafka)
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The most records one consume run can read back: the mock cluster keeps only the last
+    /// 5 MB of a partition (about 2 500 of these records), and drops older ones as more arrive.
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.mock.as_ref().map(|_| 2_000)
+    }
+
+    async fn create(&self, topic: &str) -> Result<(), Failure> {
+        match &self.mock {
+            Some(mock) => mock.create_topic(topic, 1, 1)?,
+            None => {
+                let mut config = ClientConfig::new();
+                config.set("bootstrap.servers", &self.bootstrap);
+                ensure_topics(&config, &[topic, &format!("{topic}.dlq")], 1).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn group(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", unique("bench"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.offset.store", "false")
+            .set("session.timeout.ms", "6000");
+        config
+    }
+
+    /// Publishes one record per token; the raw client writes the header by hand.
+    pub(crate) async fn publish(
+        &self,
+        wrapped: bool,
+        tokens: &[String],
+        contexts: &[AuthContext],
+    ) -> Result<f64, Failure> {
+        let body = payload();
+        let topic = &self.publish_topic;
+        if wrapped {
+            concurrently(tokens.len(), IN_FLIGHT, |i| {
+                let record = FutureRecord::<(), [u8]>::to(topic).payload(&body[..]);
+                async move {
+                    self.wrapped.send(record, Some(&contexts[i])).await?;
+                    Ok(())
+                }
+            })
+            .await
+        } else {
+            self.send_raw(topic, tokens).await
+        }
+    }
+
+    /// One record per token to `topic` through rdkafka, the header written by hand.
+    async fn send_raw(&self, topic: &str, tokens: &[String]) -> Result<f64, Failure> {
+        let body = payload();
+        concurrently(tokens.len(), IN_FLIGHT, |i| {
+            let value = bearer(&tokens[i]);
+            let body = &body;
+            async move {
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "Authorization",
+                    value: Some(&value),
+                });
+                let record = FutureRecord::<(), [u8]>::to(topic)
+                    .payload(&body[..])
+                    .headers(headers);
+                self.raw
+                    .send(record, Timeout::After(Duration::from_secs(30)))
+                    .await
+                    .map_err(|(e, _)| e)?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Fills a new topic with one record per token (not timed).
+    pub(crate) async fn prepare(&self, tokens: &[String]) -> Result<(), Failure> {
+        let topic = unique("bench-consume");
+        self.create(&topic).await?;
+        self.send_raw(&topic, tokens).await?;
+        *self.consume_topic.lock().unwrap_or_else(|p| p.into_inner()) = Some((topic, tokens.len()));
+        Ok(())
+    }
+
+    /// Reads the prepared topic from the start in a new group, storing each offset.
+    pub(crate) async fn consume(&self, wrapped: bool, guard: Guard) -> Result<f64, Failure> {
+        let (topic, count) = self
+            .consume_topic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or("nothing prepared")?;
+        let progress = Arc::new(Progress::default());
+        if wrapped {
+            let ticks = progress.clone();
+            let consumer = Consumer::builder(&self.group(), guard)
+                .topic(&topic)
+                .limit(count as u64)
+                .on_event(move |_| {
+                    ticks.tick();
+                })
+                .build()?;
+            let report = tokio::time::timeout(
+                crate::tokens::PATIENCE,
+                consumer.run(|_| async { Ok::<(), Infallible>(()) }, std::future::pending()),
+            )
+            .await??;
+            if report.accepted != count as u64 {
+                return Err(format!("{} of {count} records accepted: {report:?}", report.accepted).into());
+            }
+        } else {
+            let consumer: StreamConsumer = self.group().create()?;
+            consumer.subscribe(&[&topic])?;
+            let mut stream = consumer.stream();
+            let read = async {
+                while let Some(record) = stream.next().await {
+                    consumer.store_offset_from_message(&record?)?;
+                    if progress.tick() == count {
+                        break;
+                    }
+                }
+                Ok::<(), Failure>(())
+            };
+            tokio::time::timeout(crate::tokens::PATIENCE, read)
+                .await
+                .map_err(|_| {
+                    format!(
+                        "the raw consumer read {} of {count} records in time",
+                        progress.tick() - 1
+                    )
+                })??;
+        }
+        Ok(progress.rate())
+    }
+}

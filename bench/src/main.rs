@@ -1,0 +1,382 @@
+//! The price of propagation, in one run: for each broker reachable now (Kafka on librdkafka's
+//! mock cluster and on the broker at `KAFKA_BROKERS`, RabbitMQ at `AMQP_ADDR`, core NATS and
+//! JetStream at `NATS_URL`), publish and consume 1 KiB messages with the raw client and with
+//! jwt-relay, alternating raw and wrapped runs in the same process against the same broker, and
+//! report the median rates and their ratio. Then what needs no broker: the latency the guard
+//! adds, token-endpoint calls for a burst of one expired token, key-set fetches in an
+//! unknown-`kid` storm, and resident memory while a million distinct tokens pass the cache.
+//!
+//! ```sh
+//! cargo run --release -p jwt-relay-bench            # the full run (minutes)
+//! cargo run -p jwt-relay-bench -- --quick           # a smoke run, as CI does
+//! ```
+//!
+//! Output: one JSON line per measurement, then Markdown tables (`BENCHMARKS.md` keeps the
+//! latest).
+
+mod core;
+mod kafka;
+mod measure;
+mod nats;
+mod rabbitmq;
+mod tokens;
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use jwt_relay::{Algorithm, AuthContext, Guard};
+use serde_json::{Value, json};
+
+use measure::{Comparison, rate};
+use tokens::{Keys, Scenario};
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// Publishes in flight at once, raw and wrapped alike, where the client waits for a confirm.
+const IN_FLIGHT: usize = 256;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Messages per run in scenarios (a) and (b).
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Messages per run in scenario (c) (each a distinct token, signed beforehand).
+    #[arg(long, default_value_t = 4_000)]
+    distinct: usize,
+    /// Raw/wrapped pairs per measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Distinct tokens for the memory measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    memory_tokens: usize,
+    /// Measure only the brokers whose name contains this (`mock`, `Tansu`, `rabbitmq`, `core`,
+    /// `JetStream`, or `none` for the broker-free measurements alone).
+    #[arg(long)]
+    only: Option<String>,
+    /// Only these scenarios (`a`, `b`, `c`), e.g. `--scenarios a` for profiling.
+    #[arg(long, default_value = "abc")]
+    scenarios: String,
+    /// Skip what needs no broker (latency, exchange burst, `kid` storm, memory).
+    #[arg(long)]
+    brokers_only: bool,
+    /// A small, fast run that checks every measurement works (CI runs this).
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
+    #[arg(
+        long,
+        env = "AMQP_ADDR",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    amqp_addr: String,
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
+    nats_url: String,
+}
+
+/// One broker under measurement.
+#[allow(clippy::large_enum_variant, reason = "a handful per run")]
+enum Broker {
+    Kafka(kafka::Kafka),
+    RabbitMq(rabbitmq::RabbitMq),
+    Nats(nats::NatsCore),
+    JetStream(nats::JetStream),
+}
+
+impl Broker {
+    fn name(&self) -> &'static str {
+        match self {
+            Broker::Kafka(b) => b.name(),
+            Broker::RabbitMq(b) => b.name(),
+            Broker::Nats(b) => b.name(),
+            Broker::JetStream(b) => b.name(),
+        }
+    }
+
+    async fn publish(
+        &self,
+        wrapped: bool,
+        tokens: &[String],
+        contexts: &[AuthContext],
+    ) -> Result<f64, Failure> {
+        match self {
+            Broker::Kafka(b) => b.publish(wrapped, tokens, contexts).await,
+            Broker::RabbitMq(b) => b.publish(wrapped, tokens, contexts).await,
+            Broker::Nats(b) => b.publish(wrapped, tokens, contexts).await,
+            Broker::JetStream(b) => b.publish(wrapped, tokens, contexts).await,
+        }
+    }
+
+    /// The most messages a consume run can read back, if the broker limits it.
+    fn capacity(&self) -> Option<usize> {
+        match self {
+            Broker::Kafka(b) => b.capacity(),
+            _ => None,
+        }
+    }
+
+    async fn prepare(&self, tokens: &[String]) -> Result<(), Failure> {
+        match self {
+            Broker::Kafka(b) => b.prepare(tokens).await,
+            Broker::RabbitMq(b) => b.prepare(tokens).await,
+            Broker::Nats(b) => b.prepare(tokens).await,
+            Broker::JetStream(b) => b.prepare(tokens).await,
+        }
+    }
+
+    async fn consume(&self, wrapped: bool, guard: Guard) -> Result<f64, Failure> {
+        match self {
+            Broker::Kafka(b) => b.consume(wrapped, guard).await,
+            Broker::RabbitMq(b) => b.consume(wrapped, guard).await,
+            Broker::Nats(b) => b.consume(wrapped, guard).await,
+            Broker::JetStream(b) => b.consume(wrapped, guard).await,
+        }
+    }
+
+    async fn remove(&self) -> Result<(), Failure> {
+        match self {
+            Broker::RabbitMq(b) => b.remove().await,
+            Broker::JetStream(b) => b.remove().await,
+            Broker::Kafka(_) | Broker::Nats(_) => Ok(()),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Failure> {
+    let mut args = Args::parse();
+    if args.quick {
+        (args.messages, args.distinct, args.runs, args.memory_tokens) = (2_000, 200, 1, 30_000);
+    }
+    let keys = Keys::generate()?;
+    let mut comparisons = Vec::new();
+    let mut others = Vec::new();
+
+    for broker in brokers(&args).await {
+        let broker = match broker {
+            Ok(broker) => broker,
+            Err(skipped) => {
+                emit(&skipped);
+                others.push(skipped);
+                continue;
+            }
+        };
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|only| !broker.name().contains(only.as_str()))
+        {
+            continue;
+        }
+        eprintln!("measuring {}", broker.name());
+        comparisons.extend(measure(&broker, &keys, &args).await?);
+        broker.remove().await?;
+    }
+
+    if args.brokers_only {
+        print_tables(&comparisons, &others);
+        return Ok(());
+    }
+    let samples = if args.quick { 10_000 } else { 200_000 };
+    let burst = if args.quick { 1_000 } else { 10_000 };
+    eprintln!("measuring what needs no broker");
+    for line in [
+        core::added_latency(&keys, samples).await?,
+        core::exchange_burst(burst).await?,
+        core::unknown_kid_storm(&keys, if args.quick { 1 } else { 5 }, 1_000).await?,
+        core::memory_under_distinct_tokens(&keys, args.memory_tokens).await?,
+    ] {
+        emit(&line);
+        others.push(line);
+    }
+
+    print_tables(&comparisons, &others);
+    Ok(())
+}
+
+/// The Markdown summary after the JSON lines.
+fn print_tables(comparisons: &[Comparison], others: &[Value]) {
+    println!();
+    println!(
+        "| broker | scenario | operation | raw msg/s | jwt-relay msg/s | ratio | (c): against verification |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for comparison in comparisons {
+        println!("{}", comparison.markdown());
+    }
+    println!();
+    for line in others {
+        println!("- `{line}`");
+    }
+}
+
+fn emit(line: &Value) {
+    println!("{line}");
+}
+
+/// Every broker of this run, or a `skipped` line saying why it is not measured.
+async fn brokers(args: &Args) -> Vec<Result<Broker, Value>> {
+    let skipped = |broker: &str, why: String| json!({"measurement": "skipped", "broker": broker, "why": why});
+    let mut brokers = vec![
+        kafka::Kafka::mock()
+            .await
+            .map(Broker::Kafka)
+            .map_err(|e| skipped("kafka (mock cluster)", e.to_string())),
+    ];
+    let first_kafka = args.kafka_brokers.split(',').next().unwrap_or_default();
+    brokers.push(match reachable(first_kafka) {
+        Ok(()) => kafka::Kafka::broker(&args.kafka_brokers)
+            .await
+            .map(Broker::Kafka)
+            .map_err(|e| skipped("kafka (Tansu broker)", e.to_string())),
+        Err(why) => Err(skipped("kafka (Tansu broker)", why)),
+    });
+    brokers.push(match reachable(&args.amqp_addr) {
+        Ok(()) => rabbitmq::RabbitMq::connect(&args.amqp_addr)
+            .await
+            .map(Broker::RabbitMq)
+            .map_err(|e| skipped("rabbitmq", e.to_string())),
+        Err(why) => Err(skipped("rabbitmq", why)),
+    });
+    match reachable(&args.nats_url) {
+        Ok(()) => {
+            brokers.push(
+                nats::NatsCore::connect(&args.nats_url)
+                    .await
+                    .map(Broker::Nats)
+                    .map_err(|e| skipped("nats (core)", e.to_string())),
+            );
+            brokers.push(
+                nats::JetStream::connect(&args.nats_url)
+                    .await
+                    .map(Broker::JetStream)
+                    .map_err(|e| skipped("nats (JetStream)", e.to_string())),
+            );
+        }
+        Err(why) => brokers.push(Err(skipped("nats", why))),
+    }
+    brokers
+}
+
+/// Scenarios (a) and (b) for publish and consume, and (c) for consume, on one broker.
+async fn measure(broker: &Broker, keys: &Keys, args: &Args) -> Result<Vec<Comparison>, Failure> {
+    let mut comparisons = Vec::new();
+    let scenarios = [
+        (Scenario::Shared, args.messages),
+        (Scenario::EveryThousand, args.messages),
+        (Scenario::Distinct(Algorithm::RS256), args.distinct),
+        (Scenario::Distinct(Algorithm::ES256), args.distinct),
+    ];
+    for (scenario, messages) in scenarios {
+        if !args.scenarios.contains(scenario.letter()) {
+            continue;
+        }
+        let messages = broker.capacity().map_or(messages, |cap| messages.min(cap));
+        let tokens = keys.for_scenario(scenario, messages)?;
+        let distinct = matches!(scenario, Scenario::Distinct(_));
+        if !distinct {
+            let contexts = keys.contexts(&tokens).await?;
+            let mut comparison = Comparison::new(broker.name(), scenario, "publish", messages);
+            for run in 0..args.runs {
+                // Alternate which goes first, so warming up favours neither.
+                for wrapped in [run % 2 == 1, run % 2 == 0] {
+                    let rate = broker.publish(wrapped, &tokens, &contexts).await?;
+                    eprintln!(
+                        "  {} publish, {}: {rate:.0}/s",
+                        scenario.label(),
+                        if wrapped { "jwt-relay" } else { "raw" }
+                    );
+                    comparison.push(wrapped, rate);
+                }
+            }
+            emit(&comparison.json());
+            comparisons.push(comparison);
+        }
+        broker.prepare(&tokens).await?;
+        let mut comparison = Comparison::new(broker.name(), scenario, "consume", messages);
+        for run in 0..args.runs {
+            for wrapped in [run % 2 == 1, run % 2 == 0] {
+                // A new verifier each time: its cache starts empty, as a new consumer's would.
+                let guard = Guard::new(keys.verifier_with_cache(10_000)?);
+                let rate = broker.consume(wrapped, guard).await?;
+                eprintln!(
+                    "  {} consume, {}: {rate:.0}/s",
+                    scenario.label(),
+                    if wrapped { "jwt-relay" } else { "raw" }
+                );
+                comparison.push(wrapped, rate);
+            }
+        }
+        if distinct {
+            comparison.verify = Some(tokens::verification_rate(keys, &tokens, 0).await?);
+            let cached = tokens::verification_rate(keys, &tokens, 10_000).await?;
+            eprintln!(
+                "  {} verification with the cache on (every token new to it): {cached:.0}/s",
+                scenario.label()
+            );
+        }
+        emit(&comparison.json());
+        comparisons.push(comparison);
+    }
+    Ok(comparisons)
+}
+
+/// Runs `f(0..n)`, at most `in_flight` at once; the rate of the whole.
+async fn concurrently<F, Fut>(n: usize, in_flight: usize, f: F) -> Result<f64, Failure>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<(), Failure>>,
+{
+    let started = std::time::Instant::now();
+    futures_util::stream::iter(0..n)
+        .map(f)
+        .buffer_unordered(in_flight)
+        .try_for_each(|()| async { Ok(()) })
+        .await?;
+    Ok(rate(n, started.elapsed()))
+}
+
+/// The header value a raw client writes by hand.
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A name no other run or measurement uses.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether something answers at the host and port of `address` (a URL or `host:port`).
+fn reachable(address: &str) -> Result<(), String> {
+    let authority = address.split("://").last().unwrap_or(address);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let addrs: Vec<_> = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .collect();
+    for addr in &addrs {
+        if TcpStream::connect_timeout(addr, Duration::from_secs(2)).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(format!("nothing answers at {authority}"))
+}

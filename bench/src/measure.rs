@@ -1,0 +1,151 @@
+//! Rates, alternating runs and their medians, and how a measurement is printed.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::tokens::Scenario;
+
+/// Every message's payload: 1 KiB.
+pub(crate) fn payload() -> Vec<u8> {
+    vec![b'x'; 1024]
+}
+
+/// Messages per second: `messages` in `elapsed`.
+pub(crate) fn rate(messages: usize, elapsed: Duration) -> f64 {
+    messages as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// The median of `values` (their mean for an even count).
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[mid],
+        _ => (values[mid - 1] + values[mid]) / 2.0,
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted `values`.
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// When the first and the latest of a consumer's messages were settled: the consume rate is
+/// taken between them, so joining a group or opening a channel is not counted.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    inner: Mutex<(Option<Instant>, Option<Instant>, usize)>,
+}
+
+impl Progress {
+    /// One more message settled; the count so far.
+    pub(crate) fn tick(&self) -> usize {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        inner.0.get_or_insert(now);
+        inner.1 = Some(now);
+        inner.2 += 1;
+        inner.2
+    }
+
+    /// Messages per second between the first and the latest.
+    pub(crate) fn rate(&self) -> f64 {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match (inner.0, inner.1) {
+            (Some(first), Some(last)) if inner.2 > 1 => rate(inner.2 - 1, last - first),
+            _ => 0.0,
+        }
+    }
+}
+
+/// One comparison of raw and wrapped rates.
+#[derive(Debug, Clone)]
+pub(crate) struct Comparison {
+    pub(crate) broker: String,
+    pub(crate) scenario: String,
+    pub(crate) operation: &'static str,
+    pub(crate) messages: usize,
+    pub(crate) raw: Vec<f64>,
+    pub(crate) wrapped: Vec<f64>,
+    /// For distinct tokens: the pure verification rate of the same tokens, in the same run.
+    pub(crate) verify: Option<f64>,
+}
+
+impl Comparison {
+    pub(crate) fn new(broker: &str, scenario: Scenario, operation: &'static str, messages: usize) -> Self {
+        Comparison {
+            broker: broker.to_owned(),
+            scenario: scenario.label(),
+            operation,
+            messages,
+            raw: Vec::new(),
+            wrapped: Vec::new(),
+            verify: None,
+        }
+    }
+
+    /// One run's rate.
+    pub(crate) fn push(&mut self, wrapped: bool, rate: f64) {
+        if wrapped {
+            self.wrapped.push(rate);
+        } else {
+            self.raw.push(rate);
+        }
+    }
+
+    pub(crate) fn raw_median(&self) -> f64 {
+        median(&mut self.raw.clone())
+    }
+
+    pub(crate) fn wrapped_median(&self) -> f64 {
+        median(&mut self.wrapped.clone())
+    }
+
+    /// Wrapped over raw, medians of the alternating runs.
+    pub(crate) fn ratio(&self) -> f64 {
+        self.wrapped_median() / self.raw_median().max(1e-9)
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        let mut line = json!({
+            "measurement": "throughput",
+            "broker": self.broker,
+            "scenario": self.scenario,
+            "operation": self.operation,
+            "messages": self.messages,
+            "runs": self.raw.len(),
+            "raw_per_s": self.raw_median().round(),
+            "wrapped_per_s": self.wrapped_median().round(),
+            "ratio": (self.ratio() * 1000.0).round() / 1000.0,
+        });
+        if let Some(verify) = self.verify {
+            line["verify_per_s"] = json!(verify.round());
+            line["ratio_to_verify"] = json!((self.wrapped_median() / verify * 1000.0).round() / 1000.0);
+        }
+        line
+    }
+
+    pub(crate) fn markdown(&self) -> String {
+        let against_verify = self
+            .verify
+            .map(|v| format!("{:.0}/s verify; {:.2}", v, self.wrapped_median() / v.max(1e-9)))
+            .unwrap_or_default();
+        format!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.3} | {} |",
+            self.broker,
+            self.scenario,
+            self.operation,
+            self.raw_median(),
+            self.wrapped_median(),
+            self.ratio(),
+            against_verify
+        )
+    }
+}

@@ -1,0 +1,185 @@
+//! RabbitMQ: lapin with publisher confirms and manual acks against jwt-relay's `Publisher` and
+//! `Consumer`, prefetch 10 both ways.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt as _;
+use jwt_relay::{AuthContext, Guard, Propagator};
+use jwt_relay_rabbitmq::lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueuePurgeOptions,
+};
+use jwt_relay_rabbitmq::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use jwt_relay_rabbitmq::lapin::{BasicProperties, Channel, Connection};
+use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Topology};
+
+use crate::measure::{Progress, payload};
+use crate::{Failure, IN_FLIGHT, bearer, concurrently, unique};
+
+const PREFETCH: u16 = 10;
+
+pub(crate) struct RabbitMq {
+    connector: Connector,
+    connection: Connection,
+    topology: Topology,
+    raw: Channel,
+    wrapped: Publisher,
+    /// The tokens `prepare` was given: each consume run fills the queue with them first.
+    tokens: Mutex<Vec<String>>,
+}
+
+impl RabbitMq {
+    pub(crate) async fn connect(address: &str) -> Result<RabbitMq, Failure> {
+        let connector = Connector::new(address);
+        let connection = connector.open().await?;
+        let topology = Topology::new(unique("bench"));
+        topology.declare(&connection.create_channel().await?).await?;
+        let raw = connection.create_channel().await?;
+        raw.confirm_select(ConfirmSelectOptions::default()).await?;
+        let wrapped = Publisher::new(connection.create_channel().await?, Propagator::default()).await?;
+        Ok(RabbitMq {
+            connector,
+            connection,
+            topology,
+            raw,
+            wrapped,
+            tokens: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    async fn publish_raw(&self, tokens: &[String]) -> Result<f64, Failure> {
+        let body = payload();
+        let queue = ShortString::from(self.topology.queue());
+        concurrently(tokens.len(), IN_FLIGHT, |i| {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                "Authorization".into(),
+                AMQPValue::LongString(LongString::from(bearer(&tokens[i]))),
+            );
+            let properties = BasicProperties::default().with_headers(headers);
+            let (queue, body) = (queue.clone(), &body);
+            async move {
+                self.raw
+                    .basic_publish(
+                        ShortString::default(),
+                        queue,
+                        BasicPublishOptions::default(),
+                        body,
+                        properties,
+                    )
+                    .await?
+                    .await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn purge(&self) -> Result<(), Failure> {
+        self.raw
+            .queue_purge(self.topology.queue().into(), QueuePurgeOptions::default())
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes one message per token to the queue, waiting for each confirm (then empties the
+    /// queue, untimed).
+    pub(crate) async fn publish(
+        &self,
+        wrapped: bool,
+        tokens: &[String],
+        contexts: &[AuthContext],
+    ) -> Result<f64, Failure> {
+        let rate = if wrapped {
+            let body = payload();
+            let queue = self.topology.queue();
+            concurrently(tokens.len(), IN_FLIGHT, |i| {
+                let body = &body;
+                async move {
+                    self.wrapped
+                        .publish("", queue, body, BasicProperties::default(), Some(&contexts[i]))
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?
+        } else {
+            self.publish_raw(tokens).await?
+        };
+        self.purge().await?;
+        Ok(rate)
+    }
+
+    pub(crate) async fn prepare(&self, tokens: &[String]) -> Result<(), Failure> {
+        *self.tokens.lock().unwrap_or_else(|p| p.into_inner()) = tokens.to_vec();
+        Ok(())
+    }
+
+    /// Fills the queue (untimed), then consumes and acks every message.
+    pub(crate) async fn consume(&self, wrapped: bool, guard: Guard) -> Result<f64, Failure> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.publish_raw(&tokens).await?;
+        let count = tokens.len();
+        let progress = Arc::new(Progress::default());
+        if wrapped {
+            let ticks = progress.clone();
+            let report = tokio::time::timeout(
+                crate::tokens::PATIENCE,
+                Consumer::builder(self.topology.queue(), guard)
+                    .prefetch(PREFETCH)
+                    .limit(count as u64)
+                    .on_settled(move |_| {
+                        ticks.tick();
+                    })
+                    .build()
+                    .run(
+                        &self.connector,
+                        |_| async { Ok::<(), Infallible>(()) },
+                        std::future::pending(),
+                    ),
+            )
+            .await??;
+            if report.accepted != count as u64 {
+                return Err(format!("{} of {count} messages accepted: {report:?}", report.accepted).into());
+            }
+        } else {
+            let channel = self.connection.create_channel().await?;
+            channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+            let mut consumer = channel
+                .basic_consume(
+                    self.topology.queue().into(),
+                    ShortString::default(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            let read = async {
+                while let Some(delivery) = consumer.next().await {
+                    delivery?.ack(BasicAckOptions::default()).await?;
+                    if progress.tick() == count {
+                        break;
+                    }
+                }
+                Ok::<(), Failure>(())
+            };
+            tokio::time::timeout(crate::tokens::PATIENCE, read).await??;
+            channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await?;
+        }
+        Ok(progress.rate())
+    }
+
+    /// Deletes the queues.
+    pub(crate) async fn remove(&self) -> Result<(), Failure> {
+        self.topology
+            .delete(&self.connection.create_channel().await?)
+            .await?;
+        Ok(())
+    }
+}
