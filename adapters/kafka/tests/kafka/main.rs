@@ -20,6 +20,7 @@ mod outage;
 mod propagation;
 mod restart;
 mod round_trip;
+mod token_outage;
 
 /// Runs `module::scenario(cluster)` as two tests: `mock` and `broker`.
 macro_rules! on_both {
@@ -51,4 +52,5 @@ on_both! {
     handler_errors::a_failing_handler_is_retried_then_dead_lettered => handler_failures,
     halt::a_halt_stops_the_consumer_and_stores_nothing => a_halt_stops,
     hostile::every_hostile_class_is_dead_lettered_and_good_records_flow => hostile_input,
+    token_outage::records_wait_out_a_token_service_outage => token_service_outage,
 }
