@@ -99,6 +99,8 @@ impl Publisher {
 
     /// Publishes `payload` to `exchange` (empty for the default exchange) with `routing_key`,
     /// carrying the token of `explicit`, else of the ambient context, and waits for the confirm.
+    /// Messages are persistent (`delivery_mode` 2) unless `properties` say otherwise, so a
+    /// durable queue keeps them across a broker restart.
     pub async fn publish(
         &self,
         exchange: &str,
@@ -139,6 +141,10 @@ impl Publisher {
             AmqpHeadersMut::new(&mut headers).remove(self.propagator.token_header().name());
             properties = properties.with_headers(headers);
         }
+        // Persistent unless the caller chose: a durable queue keeps it across a broker restart.
+        if properties.delivery_mode().is_none() {
+            properties = properties.with_delivery_mode(PERSISTENT);
+        }
         if properties.timestamp().is_none()
             && let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH)
         {
@@ -159,6 +165,9 @@ impl Publisher {
         .await
     }
 }
+
+/// AMQP `delivery_mode` 2: the broker writes the message to disk in a durable queue.
+const PERSISTENT: u8 = 2;
 
 /// The destination a publish is known by to the [`Propagator`] (its per-destination audiences):
 /// the exchange, or for the default exchange (`""`) the routing key, which is the queue's name.
