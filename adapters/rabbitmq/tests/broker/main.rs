@@ -20,3 +20,4 @@ mod reconnect;
 mod round_trip;
 mod shutdown;
 mod stop;
+mod token_outage;
