@@ -87,6 +87,10 @@ mod verifier;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use ambient::{WithIdentity, current, scope};
 pub use backoff::Backoff;
 pub use carrier::{Extractor, HeaderValue, Headers, InjectError, Injector};

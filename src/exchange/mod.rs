@@ -13,6 +13,8 @@ use std::sync::Arc;
 use crate::error::Result;
 
 pub use cache::ExchangeCache;
+#[cfg(feature = "fuzzing")]
+pub(crate) use client::read_answer;
 pub use client::{ClientAuth, Rfc8693Client, Rfc8693ClientBuilder};
 pub use policy::Exchange;
 

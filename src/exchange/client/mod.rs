@@ -6,6 +6,8 @@
 mod auth;
 mod discovery;
 mod response;
+#[cfg(feature = "fuzzing")]
+pub(crate) use response::read_answer;
 #[cfg(test)]
 mod test_server;
 

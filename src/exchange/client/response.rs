@@ -134,6 +134,24 @@ pub(super) async fn read(mut response: reqwest::Response) -> Result<IssuedToken,
     Err(failure)
 }
 
+/// Reads a made-up answer as [`read`] does, for the fuzz target (`fuzz/`, feature `fuzzing`):
+/// the issued token's length, or the error message the client would give.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn read_answer(status: u16, retry_after: &[u8], body: Vec<u8>) -> Result<usize, String> {
+    let mut response = http::Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Ok(value) = reqwest::header::HeaderValue::from_bytes(retry_after) {
+        response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    match read(reqwest::Response::from(response)).await {
+        Ok(issued) => Ok(issued.access_token.len()),
+        Err(failure) => Err(failure
+            .into_error("https://sts.example/token", None, 1, "")
+            .message()
+            .to_owned()),
+    }
+}
+
 /// An RFC 6749 §5.2 error answer.
 #[derive(Deserialize)]
 struct OAuthError {
