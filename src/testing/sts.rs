@@ -23,6 +23,7 @@ use super::mode::{Counters, Mode, Stats};
 use super::signer::Signer;
 use super::token_endpoint::{self, TOKEN_EXCHANGE};
 use crate::error::{Error, ErrorKind, Result};
+use crate::exchange::{ClientAuth, Rfc8693Client, Rfc8693ClientBuilder};
 use crate::issuer::{Issuer, dangerous};
 use crate::verifier::{Verifier, now_unix};
 
@@ -201,6 +202,16 @@ impl DevSts {
     /// The public key set, `{issuer}/jwks.json`.
     pub fn jwks_url(&self) -> String {
         self.service.jwks_url.clone()
+    }
+
+    /// An RFC 8693 client of this service's token endpoint, authenticated as
+    /// [`DEFAULT_CLIENT_ID`](super::DEFAULT_CLIENT_ID) (which every configuration accepts):
+    /// set timeouts and attempts, then `build`.
+    pub fn client(&self) -> Rfc8693ClientBuilder {
+        Rfc8693Client::builder(self.token_endpoint()).client_auth(ClientAuth::ClientSecretBasic {
+            client_id: super::DEFAULT_CLIENT_ID.to_owned(),
+            client_secret: super::DEFAULT_CLIENT_SECRET.to_owned(),
+        })
     }
 
     /// A verifier trusting this service's tokens for `audience`, through its key set, with no

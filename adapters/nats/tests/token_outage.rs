@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DevSts, DevStsConfig, Mode};
-use jwt_relay::{Acceptance, Backoff, ClientAuth, Exchange, ExchangeCache, Guard, Rfc8693Client, now_unix};
+use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
+use jwt_relay::{Acceptance, Backoff, Exchange, ExchangeCache, Guard, now_unix};
 use jwt_relay_nats::JetStreamConsumer;
 use jwt_relay_nats::async_nats::HeaderMap;
 use serde_json::json;
@@ -50,11 +50,8 @@ async fn messages_wait_out_a_token_service_outage() {
     }
 
     sts.set_mode(Mode::Unavailable { retry_after: None });
-    let exchanger = Rfc8693Client::builder(sts.token_endpoint())
-        .client_auth(ClientAuth::ClientSecretBasic {
-            client_id: DEFAULT_CLIENT_ID.to_owned(),
-            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
-        })
+    let exchanger = sts
+        .client()
         .max_attempts(1)
         .timeout(Duration::from_millis(300))
         .build()

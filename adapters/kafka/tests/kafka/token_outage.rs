@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Mode};
-use jwt_relay::{Acceptance, Backoff, ClientAuth, Exchange, ExchangeCache, Guard, Propagator, Rfc8693Client};
+use jwt_relay::testing::Mode;
+use jwt_relay::{Acceptance, Backoff, Exchange, ExchangeCache, Guard, Propagator};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 
 use crate::support::{Cluster, Idp, consumer, eventually, spawn, text, unique};
@@ -32,11 +32,9 @@ pub async fn records_wait_out_a_token_service_outage(cluster: Cluster) {
     }
 
     idp.sts.set_mode(Mode::Unavailable { retry_after: None });
-    let client = Rfc8693Client::builder(idp.sts.token_endpoint())
-        .client_auth(ClientAuth::ClientSecretBasic {
-            client_id: DEFAULT_CLIENT_ID.to_owned(),
-            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
-        })
+    let client = idp
+        .sts
+        .client()
         .max_attempts(1)
         .timeout(Duration::from_millis(300))
         .build()

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DevSts, DevStsConfig, Mode};
-use jwt_relay::{Acceptance, Backoff, ClientAuth, Exchange, ExchangeCache, Guard, Rfc8693Client, now_unix};
+use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
+use jwt_relay::{Acceptance, Backoff, Exchange, ExchangeCache, Guard, now_unix};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::{Consumer, Settlement};
 use serde_json::json;
@@ -42,11 +42,8 @@ async fn messages_wait_out_a_token_service_outage() {
     }
 
     sts.set_mode(Mode::Unavailable { retry_after: None });
-    let client = Rfc8693Client::builder(sts.token_endpoint())
-        .client_auth(ClientAuth::ClientSecretBasic {
-            client_id: DEFAULT_CLIENT_ID.to_owned(),
-            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
-        })
+    let client = sts
+        .client()
         .max_attempts(1)
         .timeout(Duration::from_millis(300))
         .build()
