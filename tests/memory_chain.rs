@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use common::{Signer, claims, now};
 use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer, MemoryPublisher, Message};
-use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_KID, DevSts, DevStsConfig, Mode};
+use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_KID, DevSts, DevStsConfig, Mode};
 use jwt_relay::{
-    Acceptance, Backoff, ClientAuth, Error, ErrorKind, Exchange, ExchangeCache, ExpiredToken, Guard, Headers,
-    Issuer, Outcome, Propagator, REASON_CLASS, REASON_KIND, REASON_MESSAGE, Rfc8693Client, Verifier, scope,
+    Acceptance, Backoff, Error, ErrorKind, Exchange, ExchangeCache, ExpiredToken, Guard, Headers, Outcome,
+    Propagator, REASON_CLASS, REASON_KIND, REASON_MESSAGE, Verifier, scope,
 };
 use serde_json::json;
 
@@ -41,15 +41,7 @@ impl Shop {
             .await
             .expect("the token service starts");
         // No leeway: a token is expired the second its `exp` passes.
-        let verifier = Verifier::builder()
-            .issuer(
-                Issuer::new(sts.issuer())
-                    .audience(AUD)
-                    .leeway(Duration::ZERO)
-                    .jwks_url(sts.jwks_url()),
-            )
-            .build()
-            .expect("the verifier builds");
+        let verifier = sts.verifier(AUD).expect("the verifier builds");
         Shop { sts, verifier }
     }
 
@@ -73,11 +65,9 @@ impl Shop {
     /// delivery: the consumer does the retrying), and retried while the
     /// service is down.
     fn exchanging_guard(&self) -> Guard {
-        let client = Rfc8693Client::builder(self.sts.token_endpoint())
-            .client_auth(ClientAuth::ClientSecretBasic {
-                client_id: DEFAULT_CLIENT_ID.to_owned(),
-                client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
-            })
+        let client = self
+            .sts
+            .client()
             .max_attempts(1)
             .build()
             .expect("the client builds");

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DevSts, DevStsConfig};
+use jwt_relay::testing::{DevSts, DevStsConfig};
 use jwt_relay::{
-    Acceptance, Algorithm, ClientAuth, Exchange, ExchangeCache, Guard, Headers, Issuer, MessageInfo, Outcome,
-    RemoteOptions, Rfc8693Client, Verifier, now_unix,
+    Acceptance, Algorithm, Exchange, ExchangeCache, Guard, Headers, Issuer, MessageInfo, Outcome,
+    RemoteOptions, Verifier, now_unix,
 };
 use serde_json::{Value, json};
 
@@ -64,12 +64,7 @@ pub(crate) async fn exchange_burst(messages: usize) -> Result<Value, Failure> {
                 .jwks_url(sts.jwks_url()),
         )
         .build()?;
-    let client = Rfc8693Client::builder(sts.token_endpoint())
-        .client_auth(ClientAuth::ClientSecretBasic {
-            client_id: DEFAULT_CLIENT_ID.to_owned(),
-            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
-        })
-        .build()?;
+    let client = sts.client().build()?;
     let guard = Guard::builder(verifier)
         .policy(Exchange::new(Arc::new(ExchangeCache::new(client))).audience(AUDIENCE))
         .build();

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use jwt_relay::memory::MemoryBroker;
 use jwt_relay::testing::{DevSts, DevStsConfig};
 use jwt_relay::{
-    Acceptance, AuthContext, ClientAuth, Exchange, ExchangeCache, Guard, Issuer, Rfc8693Client, Verifier,
-    now_unix,
+    Acceptance, AuthContext, ClientAuth, Exchange, ExchangeCache, Guard, Rfc8693Client, now_unix,
 };
 use serde_json::{Value, json};
 
@@ -144,16 +143,7 @@ pub(crate) async fn run(options: Options, timeline: Timeline) -> Result<Summary,
     )
     .await?;
     // Each service trusts the token service and accepts only its own audience.
-    let verifier_for = |audience: &str| {
-        Verifier::builder()
-            .issuer(
-                Issuer::new(sts.issuer())
-                    .audience(audience)
-                    .jwks_url(sts.jwks_url())
-                    .leeway(Duration::ZERO),
-            )
-            .build()
-    };
+    let verifier_for = |audience: &str| sts.verifier(audience);
     let exchanger = |(client_id, secret): (&str, &str)| {
         Rfc8693Client::builder(sts.token_endpoint())
             .client_auth(ClientAuth::ClientSecretBasic {

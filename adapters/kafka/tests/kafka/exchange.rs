@@ -5,8 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
-use jwt_relay::{Acceptance, ClientAuth, Exchange, ExchangeCache, Guard, Propagator, Rfc8693Client};
+use jwt_relay::{Acceptance, Exchange, ExchangeCache, Guard, Propagator};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 
 use crate::support::{Cluster, Idp, consumer, header, run_to_limit, unique};
@@ -27,13 +26,7 @@ pub async fn an_expired_token_is_exchanged_and_flows_on(cluster: Cluster) {
             .expect("sent");
     }
 
-    let client = Rfc8693Client::builder(idp.sts.token_endpoint())
-        .client_auth(ClientAuth::ClientSecretBasic {
-            client_id: DEFAULT_CLIENT_ID.to_owned(),
-            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
-        })
-        .build()
-        .unwrap();
+    let client = idp.sts.client().build().unwrap();
     let exchange = Exchange::new(Arc::new(ExchangeCache::new(client)));
     let guard = Guard::builder(idp.verifier.clone()).policy(exchange).build();
     let seen = Arc::new(Mutex::new(Vec::new()));

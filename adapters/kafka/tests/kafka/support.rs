@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use jwt_relay::testing::{DevSts, DevStsConfig};
-use jwt_relay::{AuthContext, Guard, Issuer, Propagator, RunReport, Verifier, now_unix};
+use jwt_relay::{AuthContext, Guard, Propagator, RunReport, Verifier, now_unix};
 use jwt_relay_kafka::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use jwt_relay_kafka::rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 use jwt_relay_kafka::rdkafka::mocking::MockCluster;
@@ -146,15 +146,7 @@ impl Idp {
         let sts = DevSts::start(DevStsConfig::default())
             .await
             .expect("token service");
-        let verifier = Verifier::builder()
-            .issuer(
-                Issuer::new(sts.issuer())
-                    .audience(AUD)
-                    .leeway(Duration::ZERO)
-                    .jwks_url(sts.jwks_url()),
-            )
-            .build()
-            .expect("verifier");
+        let verifier = sts.verifier(AUD).expect("verifier");
         Idp { sts, verifier }
     }
 
