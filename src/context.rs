@@ -53,6 +53,11 @@ impl AuthContext {
         }
     }
 
+    /// The token, shared rather than copied: the verified-token cache's key.
+    pub(crate) fn shared_token(&self) -> Arc<str> {
+        self.token.clone()
+    }
+
     /// Marks an expired token as accepted by an expiry policy: a publish
     /// from its handler must exchange it, never forward it.
     pub fn into_grace(mut self) -> Self {

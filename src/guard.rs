@@ -140,61 +140,80 @@ impl Guard {
         }
     }
 
-    /// Decides on one message. The token is copied out of the headers before
-    /// anything waits, so the future is `Send` whatever the carrier.
-    pub fn check(
-        &self,
+    /// Decides on one message. A token the verifier has cached is decided before anything
+    /// waits, without copying it; any other is copied out of the headers first, so the future
+    /// is `Send` whatever the carrier.
+    pub fn check<'a>(
+        &'a self,
         headers: &dyn Extractor,
-        info: &MessageInfo,
-    ) -> impl Future<Output = Outcome> + Send + '_ {
-        let token = self.inner.verifier.extract(headers);
-        let info = info.clone();
+        info: &'a MessageInfo,
+    ) -> impl Future<Output = Outcome> + Send + 'a {
+        let verifier = &self.inner.verifier;
+        let now = SystemTime::now();
+        let start = match verifier.extract_ref(headers) {
+            Err(e) => Err(e),
+            Ok(token) => match verifier.verify_cached(token, now) {
+                Some(verdict) => Ok(Ok(verdict)),
+                None => Ok(Err(token.to_owned())),
+            },
+        };
         async move {
-            let inner = &self.inner;
-            let retry = inner.backoff.delay(info.attempt);
-            let token = match token {
-                Ok(token) => token,
-                Err(e) => return Outcome::from_error(e, retry),
+            let verified = match start {
+                Err(e) => Err(e),
+                Ok(Ok(verdict)) => verdict,
+                Ok(Err(token)) => verifier.verify_fresh(&token, now).await,
             };
-            let now = SystemTime::now();
             let span = Span::current();
-            let error = match inner.verifier.verify_at(&token, now).await {
+            let error = match verified {
                 Ok(context) => {
                     self.record_identity(&span, &context, now);
                     return Outcome::Accept(context);
                 }
                 Err(e) if e.kind() == ErrorKind::Expired => e,
-                Err(e) => return Outcome::from_error(e, retry),
+                Err(e) => return Outcome::from_error(e, self.inner.backoff.delay(info.attempt)),
             };
-            let message = error.message().to_owned();
-            let Some(context) = error.into_expired_context() else {
-                return Outcome::Reject(crate::Error::new(ErrorKind::Expired, message));
-            };
-            self.record_identity(&span, &context, now);
-            let policy = inner
-                .by_destination
-                .get(&info.destination)
-                .or_else(|| inner.by_issuer.get(context.issuer()))
-                .unwrap_or(&inner.default)
-                .clone();
-            let expired = ExpiredToken {
-                message,
-                context,
-                published: info.published,
-                now,
-                destination: info.destination,
-                verifier: inner.verifier.clone(),
-            };
-            let outcome = match policy.decide_boxed(expired).await {
-                // A policy that lets the expired token itself through accepts it under grace.
-                Outcome::Accept(ctx) if ctx.token() == token && ctx.acceptance() == Acceptance::Verified => {
-                    Outcome::Accept(ctx.into_grace())
-                }
-                outcome => outcome,
-            };
-            span.record("policy", policy_label(&outcome));
-            outcome
+            self.expired(error, info, now, &span).await
         }
+    }
+
+    /// Asks the expiry policy about a token that verified but has expired.
+    async fn expired(
+        &self,
+        error: crate::Error,
+        info: &MessageInfo,
+        now: SystemTime,
+        span: &Span,
+    ) -> Outcome {
+        let inner = &self.inner;
+        let message = error.message().to_owned();
+        let Some(context) = error.into_expired_context() else {
+            return Outcome::Reject(crate::Error::new(ErrorKind::Expired, message));
+        };
+        self.record_identity(span, &context, now);
+        let policy = inner
+            .by_destination
+            .get(&info.destination)
+            .or_else(|| inner.by_issuer.get(context.issuer()))
+            .unwrap_or(&inner.default)
+            .clone();
+        let token = context.shared_token();
+        let expired = ExpiredToken {
+            message,
+            context,
+            published: info.published,
+            now,
+            destination: info.destination.clone(),
+            verifier: inner.verifier.clone(),
+        };
+        let outcome = match policy.decide_boxed(expired).await {
+            // A policy that lets the expired token itself through accepts it under grace.
+            Outcome::Accept(ctx) if *ctx.token() == *token && ctx.acceptance() == Acceptance::Verified => {
+                Outcome::Accept(ctx.into_grace())
+            }
+            outcome => outcome,
+        };
+        span.record("policy", policy_label(&outcome));
+        outcome
     }
 }
 

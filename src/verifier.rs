@@ -4,8 +4,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use crate::carrier::Extractor;
 use crate::claims::Claims;
 use crate::context::{AuthContext, Verified};
@@ -34,8 +32,13 @@ struct Inner {
     issuers: HashMap<String, IssuerKeys>,
     header: TokenHeader,
     max_size: usize,
-    cache: Option<moka::sync::Cache<[u8; 32], Arc<Verified>>>,
+    cache: Option<Cache>,
 }
+
+/// Verified tokens by the token itself: a hit is an exact match, and hands back the context
+/// (the token and what it proved) without copying either. Only tokens that verified are
+/// inserted, so lookups of hostile tokens cannot crowd its hash table.
+type Cache = moka::sync::Cache<Arc<str>, AuthContext, foldhash::fast::RandomState>;
 
 struct IssuerKeys {
     config: Arc<Issuer>,
@@ -99,11 +102,12 @@ impl Verifier {
 
     /// Extracts the token from the headers, without verifying it.
     pub fn extract(&self, headers: &dyn Extractor) -> Result<String> {
-        Ok(self
-            .inner
-            .header
-            .extract(headers, self.inner.max_size)?
-            .to_owned())
+        Ok(self.extract_ref(headers)?.to_owned())
+    }
+
+    /// The token in the headers, borrowed from them.
+    pub(crate) fn extract_ref<'h>(&self, headers: &'h dyn Extractor) -> Result<&'h str> {
+        self.inner.header.extract(headers, self.inner.max_size)
     }
 
     /// Verifies a token against the current time.
@@ -113,38 +117,46 @@ impl Verifier {
 
     /// Verifies a token as if the time were `now`.
     pub async fn verify_at(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
-        let started = Instant::now();
-        let verified = self.verify_timed(token, now).await;
-        metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
-        verified
+        match self.verify_cached(token, now) {
+            Some(verdict) => verdict,
+            None => self.verify_fresh(token, now).await,
+        }
     }
 
-    async fn verify_timed(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
-        let now = unix_seconds(now);
-        let max = self.inner.max_size;
-        if token.len() > max {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("the token is {} bytes, more than the {max} allowed", token.len()),
-            ));
+    /// The verdict on a token the cache holds, its time checked against `now`; `None` when
+    /// the cache does not hold it (or there is none). Refuses an oversized token first. Never
+    /// waits: the guard's fast path.
+    pub(crate) fn verify_cached(&self, token: &str, now: SystemTime) -> Option<Result<AuthContext>> {
+        let started = Instant::now();
+        if let Err(e) = check_size(token, self.inner.max_size) {
+            return Some(Err(e));
         }
-        let Some(cache) = &self.inner.cache else {
-            let verified = Arc::new(self.verify_signed(token).await?);
-            return check_time(AuthContext::new(token, verified), now);
-        };
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = cache.get(&digest);
+        let verdict = self.lookup(token, now)?;
+        metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
+        Some(verdict)
+    }
+
+    /// Verifies a token that [`verify_cached`](Self::verify_cached) did not find (so its size
+    /// is checked), and caches it if its signature, issuer and audience hold.
+    pub(crate) async fn verify_fresh(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
+        let started = Instant::now();
+        let verified = self.verify_signed(token).await.map(|verified| {
+            let context = AuthContext::new(token, Arc::new(verified));
+            if let Some(cache) = &self.inner.cache {
+                cache.insert(context.shared_token(), context.clone());
+            }
+            context
+        });
+        metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
+        check_time(verified?, unix_seconds(now))
+    }
+
+    fn lookup(&self, token: &str, now: SystemTime) -> Option<Result<AuthContext>> {
+        let cache = self.inner.cache.as_ref()?;
+        let cached = cache.get(token);
         let hit = if cached.is_some() { "true" } else { "false" };
         metrics::counter!(observe::VERIFY_CACHE_TOTAL, "hit" => hit).increment(1);
-        let verified = match cached {
-            Some(verified) => verified,
-            None => {
-                let verified = Arc::new(self.verify_signed(token).await?);
-                cache.insert(digest, verified.clone());
-                verified
-            }
-        };
-        check_time(AuthContext::new(token, verified), now)
+        Some(check_time(cached?, unix_seconds(now)))
     }
 
     /// Everything that does not depend on the clock: what the cache keeps.
@@ -295,7 +307,7 @@ impl VerifierBuilder {
             moka::sync::Cache::builder()
                 .max_capacity(self.cache_capacity)
                 .time_to_live(self.cache_ttl)
-                .build()
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         Ok(Verifier {
             inner: Arc::new(Inner {
@@ -388,6 +400,17 @@ fn check_lifetime(config: &Issuer, claims: &Claims) -> Result<()> {
                 "the token lives {lifetime} s, more than the {} s allowed",
                 max.as_secs()
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// A token longer than `max` bytes is refused before anything reads it.
+fn check_size(token: &str, max: usize) -> Result<()> {
+    if token.len() > max {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("the token is {} bytes, more than the {max} allowed", token.len()),
         ));
     }
     Ok(())

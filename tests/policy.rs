@@ -318,6 +318,33 @@ async fn a_closure_accepting_the_expired_token_itself_is_forced_to_grace() {
     assert_eq!(ctx.acceptance(), Acceptance::Grace);
 }
 
+/// The guard decides a token it has cached before anything waits; once that token expires,
+/// the same fast path must hand it to the policy, which sees the token itself.
+#[tokio::test]
+async fn a_token_the_guard_cached_goes_to_the_policy_once_it_expires() {
+    let (policy, calls_made) = counting(|expired| Outcome::Accept(expired.context().clone()));
+    let guard = Guard::builder(verifier_with_leeway(Duration::ZERO))
+        .policy(policy)
+        .build();
+    let exp = now() + 2;
+    let token = token_expiring_at(exp);
+    let info = MessageInfo::new(DEST);
+    let fresh = accepted(check(&guard, &token, &info).await);
+    assert_eq!(fresh.acceptance(), Acceptance::Verified);
+    assert_eq!(calls(&calls_made), 0);
+    while now() < exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = accepted(check(&guard, &token, &info).await);
+    assert_eq!(calls(&calls_made), 1, "the expired token went to the policy");
+    assert_eq!(
+        late.acceptance(),
+        Acceptance::Grace,
+        "its own token is accepted under grace only"
+    );
+    assert_eq!(late.token(), token);
+}
+
 #[tokio::test]
 async fn a_closure_returning_retry_or_halt_passes_through() {
     let retry = guard(|b| {

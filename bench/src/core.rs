@@ -53,6 +53,26 @@ pub(crate) async fn added_latency(keys: &Keys, samples: usize) -> Result<Value, 
     }))
 }
 
+/// `checks` checks of one shared token through the guard, with nothing else timed or counted
+/// in between: the loop `--cached-checks` runs under callgrind.
+pub(crate) async fn cached_checks(keys: &Keys, checks: usize) -> Result<Value, Failure> {
+    let guard = Guard::new(keys.verifier.clone());
+    let headers = headers_with(&keys.token(Algorithm::RS256, "alice")?);
+    let info = MessageInfo::new("bench");
+    let mut accepted = 0;
+    let started = Instant::now();
+    for _ in 0..checks {
+        if let Outcome::Accept(_) = guard.check(&headers, &info).await {
+            accepted += 1;
+        }
+    }
+    if accepted != checks {
+        return Err(format!("{accepted} of {checks} checks accepted the shared token").into());
+    }
+    let per_check = started.elapsed().as_secs_f64() * 1e9 / checks.max(1) as f64;
+    Ok(json!({ "measurement": "cached_checks", "checks": checks, "ns_per_check": per_check.round() }))
+}
+
 /// `messages` messages carrying one expired token, checked 512 at a time under `Exchange`:
 /// how many calls the token endpoint received.
 pub(crate) async fn exchange_burst(messages: usize) -> Result<Value, Failure> {

@@ -65,6 +65,11 @@ struct Args {
     /// A small, fast run that checks every measurement works (CI runs this).
     #[arg(long)]
     quick: bool,
+    /// Only check one shared token this many times through the guard, and nothing else: for
+    /// `valgrind --tool=callgrind`, whose instruction count repeats from run to run. The
+    /// difference between two counts, divided by the difference in checks, is the cost of one.
+    #[arg(long, value_name = "N")]
+    cached_checks: Option<usize>,
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     kafka_brokers: String,
     #[arg(
@@ -158,6 +163,10 @@ async fn main() -> Result<(), Failure> {
         (args.messages, args.distinct, args.runs, args.memory_tokens) = (2_000, 200, 1, 30_000);
     }
     let keys = Keys::generate()?;
+    if let Some(checks) = args.cached_checks {
+        emit(&core::cached_checks(&keys, checks).await?);
+        return Ok(());
+    }
     let mut comparisons = Vec::new();
     let mut others = Vec::new();
 

@@ -61,7 +61,10 @@ impl RabbitMq {
                 "Authorization".into(),
                 AMQPValue::LongString(LongString::from(bearer(&tokens[i]))),
             );
-            let properties = BasicProperties::default().with_headers(headers);
+            // Persistent, as jwt-relay's publisher sends by default.
+            let properties = BasicProperties::default()
+                .with_headers(headers)
+                .with_delivery_mode(2);
             let (queue, body) = (queue.clone(), &body);
             async move {
                 self.raw

@@ -1,11 +1,9 @@
 //! The consume side: topics read through the Guard, partitions handled in order and
 //! concurrently, offsets stored only once a record is settled.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fmt::Display;
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -249,19 +247,48 @@ impl Consumer {
             self.close().await;
             return Ok(inner.reporter.stats.snapshot());
         }
-        let handler = Arc::new(handler);
+        // The dispatcher runs as a task of its own, beside the partitions' tasks, wherever
+        // `run` is awaited: from a thread outside the runtime (`#[tokio::main]`'s), every
+        // record would cross threads on its way to its partition.
+        let (quit, quitting) = watch::channel(false);
+        let mut dispatcher = AbortOnDrop(tokio::spawn(self.clone().dispatch(Arc::new(handler), quitting)));
+        let dispatched = tokio::select! {
+            done = &mut dispatcher.0 => done,
+            () = shutdown => {
+                quit.send_replace(true);
+                (&mut dispatcher.0).await
+            }
+        };
+        let result = dispatched.unwrap_or_else(|e| {
+            Err(ConsumeError::new(
+                ConsumeErrorKind::Broker,
+                format!("the Kafka consumer's dispatcher failed: {e}"),
+            ))
+        });
+        self.close().await;
+        result.map(|()| inner.reporter.stats.snapshot())
+    }
+
+    /// Reads records and hands each to its partition's task, until `quitting` turns true, the
+    /// limit is reached or a partition halts; then lets the partitions finish.
+    async fn dispatch<H, Fut, E>(self, handler: Arc<H>, mut quitting: watch::Receiver<bool>) -> Result<()>
+    where
+        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Display + 'static,
+    {
+        let inner = &self.inner;
         let (stop, stopping) = watch::channel(false);
         let (signal, mut signals) = mpsc::unbounded_channel();
-        let mut partitions: HashMap<(String, i32), mpsc::Sender<Incoming>> = HashMap::new();
+        let mut partitions = Partitions::default();
         let mut tasks = JoinSet::new();
-        let mut shutdown = pin!(shutdown);
         let mut result = Ok(());
         {
             let mut stream = inner.consumer.stream();
             loop {
                 let message = tokio::select! {
                     biased;
-                    () = &mut shutdown => break,
+                    _ = quitting.wait_for(|quit| *quit) => break,
                     Some(signal) = signals.recv() => match signal {
                         Signal::Halt(reason) => {
                             result = Err(ConsumeError::halted(reason));
@@ -283,8 +310,7 @@ impl Consumer {
                     }
                 };
                 let record = &incoming.record;
-                let key = (record.topic().to_owned(), record.partition());
-                let queue = partitions.entry(key).or_insert_with(|| {
+                let queue = partitions.queue(record.topic(), record.partition(), || {
                     let (queue, records) = mpsc::channel(inner.buffer);
                     let partition = Partition {
                         inner: self.inner.clone(),
@@ -299,7 +325,7 @@ impl Consumer {
                 });
                 tokio::select! {
                     biased;
-                    () = &mut shutdown => break,
+                    _ = quitting.wait_for(|quit| *quit) => break,
                     sent = queue.send(incoming) => if let Err(unsent) = sent {
                         // A partition's task ends early only at the limit (or a halt, signalled);
                         // any other end is a bug that must not drop its records unseen.
@@ -330,11 +356,9 @@ impl Consumer {
         if let (Ok(()), Ok(Signal::Halt(reason))) = (&result, signals.try_recv()) {
             result = Err(ConsumeError::halted(reason));
         }
-        self.close().await;
-        result.map(|()| inner.reporter.stats.snapshot())
+        result
     }
 
-    /// Commits the stored offsets and leaves the group.
     async fn close(&self) {
         let inner = self.inner.clone();
         let closed = tokio::task::spawn_blocking(move || {
@@ -476,5 +500,38 @@ impl ConsumerBuilder {
                 produce_timeout: self.produce_timeout,
             }),
         })
+    }
+}
+
+/// The queue of each partition's task, found without allocating for every record (a consumer
+/// owns a few partitions: a scan beats hashing an owned key).
+#[derive(Default)]
+struct Partitions(Vec<(String, i32, mpsc::Sender<Incoming>)>);
+
+impl Partitions {
+    /// The queue of `topic`[`partition`], made by `spawn` the first time.
+    fn queue(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        spawn: impl FnOnce() -> mpsc::Sender<Incoming>,
+    ) -> &mpsc::Sender<Incoming> {
+        let at = match self.0.iter().position(|(t, p, _)| *p == partition && t == topic) {
+            Some(at) => at,
+            None => {
+                self.0.push((topic.to_owned(), partition, spawn()));
+                self.0.len() - 1
+            }
+        };
+        &self.0[at].2
+    }
+}
+
+/// Aborts the dispatcher if `run`'s future is dropped: dropping it stops the consumer at once.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

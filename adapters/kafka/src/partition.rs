@@ -19,6 +19,7 @@ use rdkafka::message::Headers as _;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
@@ -109,9 +110,14 @@ where
         let mut rewound: Option<(i64, u64)> = None;
         let mut next = None;
         loop {
-            let incoming = match next.take() {
-                Some(incoming) => incoming,
-                None => tokio::select! {
+            if *self.stopping.borrow() {
+                break;
+            }
+            // A record already queued is taken without waiting (or arming the stop signal).
+            let incoming = match next.take().map_or_else(|| records.try_recv(), Ok) {
+                Ok(incoming) => incoming,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => tokio::select! {
                     biased;
                     _ = self.stopping.wait_for(|stop| *stop) => break,
                     incoming = records.recv() => match incoming {

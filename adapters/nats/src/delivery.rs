@@ -1,8 +1,10 @@
 //! What a handler receives.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use async_nats::jetstream;
 use async_nats::{HeaderMap, Message};
 use bytes::Bytes;
 use jwt_relay::AuthContext;
@@ -15,8 +17,24 @@ use crate::headers::pairs;
 /// `Debug` shows the header names, never their values.
 pub struct Delivery {
     pub(crate) context: AuthContext,
-    pub(crate) message: Message,
+    pub(crate) message: Shared,
     pub(crate) jetstream: Option<JetStreamMeta>,
+}
+
+/// The message, shared with the consumer that settles it after the handler: never copied
+/// (a copy would copy every header, the token among them).
+pub(crate) enum Shared {
+    Core(Arc<Message>),
+    JetStream(Arc<jetstream::Message>),
+}
+
+impl Shared {
+    fn get(&self) -> &Message {
+        match self {
+            Shared::Core(message) => message,
+            Shared::JetStream(message) => &message.message,
+        }
+    }
 }
 
 /// Where a JetStream message sits in its stream.
@@ -36,18 +54,18 @@ impl Delivery {
 
     /// The subject it was published to.
     pub fn subject(&self) -> &str {
-        self.message.subject.as_str()
+        self.message.get().subject.as_str()
     }
 
     /// The message's body.
     pub fn payload(&self) -> &Bytes {
-        &self.message.payload
+        &self.message.get().payload
     }
 
     /// The message's headers, as received (the token header included:
     /// async-nats's `Debug` of a [`HeaderMap`] shows it).
     pub fn headers(&self) -> Option<&HeaderMap> {
-        self.message.headers.as_ref()
+        self.message.get().headers.as_ref()
     }
 
     /// The stream sequence (JetStream only).
@@ -68,17 +86,19 @@ impl Delivery {
 
     /// The whole NATS message (its `Debug`, async-nats's, shows the token).
     pub fn message(&self) -> &Message {
-        &self.message
+        self.message.get()
     }
 }
 
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = pairs(self.message.headers.as_ref()).map(|(n, _)| n).collect();
+        let names: Vec<&str> = pairs(self.message.get().headers.as_ref())
+            .map(|(n, _)| n)
+            .collect();
         f.debug_struct("Delivery")
             .field("context", &self.context)
             .field("subject", &self.subject())
-            .field("payload_len", &self.message.payload.len())
+            .field("payload_len", &self.message.get().payload.len())
             .field("headers", &names)
             .field("jetstream", &self.jetstream)
             .finish()

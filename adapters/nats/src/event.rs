@@ -72,9 +72,7 @@ impl Reporter {
     /// Counts and logs the event, then calls the callback.
     pub(crate) fn report(&self, event: &Event<'_>) {
         self.stats.record(&event.outcome);
-        let position = event
-            .stream_sequence
-            .map_or_else(String::new, |seq| format!("seq {seq}"));
+        let position = Position(event.stream_sequence);
         let destination = self.destination.as_deref().unwrap_or(event.subject);
         event.outcome.observe("nats", destination, &position);
         if let Some(callback) = &self.callback {
@@ -86,5 +84,18 @@ impl Reporter {
     /// reported on its own).
     pub(crate) fn handler_failed(&self) {
         self.stats.handler_failed();
+    }
+}
+
+/// `seq N` in the log line of a JetStream message, nothing for a core one: written only if a
+/// log line is.
+struct Position(Option<u64>);
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(seq) => write!(f, "seq {seq}"),
+            None => Ok(()),
+        }
     }
 }

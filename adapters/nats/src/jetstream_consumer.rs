@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
-use crate::delivery::{Delivery, JetStreamMeta};
+use crate::delivery::{Delivery, JetStreamMeta, Shared};
 use crate::error::{Error, Result};
 use jwt_relay::{EventOutcome, RunReport, Stats};
 
@@ -78,7 +78,7 @@ impl fmt::Debug for JetStreamConsumer {
 
 /// What the consumer knows of one message.
 struct Received {
-    message: jetstream::Message,
+    message: Arc<jetstream::Message>,
     meta: JetStreamMeta,
     stream: String,
 }
@@ -245,7 +245,7 @@ impl JetStreamConsumer {
                 };
                 let stream = info.stream.to_owned();
                 Received {
-                    message,
+                    message: Arc::new(message),
                     meta,
                     stream,
                 }
@@ -321,7 +321,7 @@ impl JetStreamConsumer {
     {
         let delivery = Delivery {
             context: context.clone(),
-            message: received.message.message.clone(),
+            message: Shared::JetStream(received.message.clone()),
             jetstream: Some(received.meta),
         };
         let work = run_handler(context.clone(), async { handler(delivery).await });
@@ -406,6 +406,8 @@ impl JetStreamConsumer {
         let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             tokio::select! {
+                // The work first: a handler that finishes at once never arms the timer.
+                biased;
                 output = &mut work => return output,
                 _ = ticker.tick() => {
                     if let Err(e) = message.ack_with(AckKind::Progress).await {

@@ -10,7 +10,7 @@ use jwt_relay::{Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, after_hand
 use tracing::Instrument as _;
 
 use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Shared};
 use crate::error::{Error, ErrorKind as NatsErrorKind, Result};
 use jwt_relay::{EventOutcome, RunReport, Stats};
 
@@ -160,17 +160,16 @@ impl NatsSubscriber {
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
+        let message = Arc::new(message);
         let subject = message.subject.as_str();
-        let mut attempt = 0u32;
+        let mut info = MessageInfo::new(subject);
         let mut failures = 0u32;
         loop {
-            let info = MessageInfo::new(subject).attempt(attempt);
-            attempt = attempt.saturating_add(1);
             match self.guard.check(&NatsHeadersRef::of(&message), &info).await {
                 Outcome::Accept(context) => {
                     let delivery = Delivery {
                         context: context.clone(),
-                        message: message.clone(),
+                        message: Shared::Core(message.clone()),
                         jetstream: None,
                     };
                     let failure = match run_handler(context.clone(), async { handler(delivery).await }).await
@@ -227,6 +226,7 @@ impl NatsSubscriber {
                     return Err(Error::halted(reason));
                 }
             }
+            info.attempt = info.attempt.saturating_add(1);
         }
     }
 
