@@ -258,7 +258,8 @@ impl VerifierBuilder {
         self
     }
 
-    /// How many verified tokens are remembered (10 000; 0 turns the cache off).
+    /// How many verified tokens are remembered (10 000; 0 turns the cache off). Each entry
+    /// holds the token and its claims.
     pub fn cache_capacity(mut self, entries: u64) -> Self {
         self.cache_capacity = entries;
         self

@@ -2,9 +2,10 @@
 //! outcome mapped onto ack, nak, term and the dead-letter subject.
 
 use std::fmt::{self, Display};
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::PullConsumer;
@@ -401,12 +402,15 @@ impl JetStreamConsumer {
 
     /// Runs `work`, telling the server every so often that it is still going.
     async fn with_progress<F: Future>(&self, message: &jetstream::Message, work: F) -> F::Output {
-        let every = self.progress_interval();
         let mut work = pin!(work);
+        // A handler that finishes at its first poll needs no timer.
+        if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+            return output;
+        }
+        let every = self.progress_interval();
         let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             tokio::select! {
-                // The work first: a handler that finishes at once never arms the timer.
                 biased;
                 output = &mut work => return output,
                 _ = ticker.tick() => {
