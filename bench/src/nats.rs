@@ -51,8 +51,27 @@ fn stop_after(
     }
 }
 
+/// A core NATS consume run in which not every message arrived: core NATS keeps nothing (at most
+/// once), so the run is measured again rather than failing the whole harness.
+#[derive(Debug)]
+pub(crate) struct Lost {
+    what: String,
+    /// What the two clients reported meanwhile (disconnects, slow consumers).
+    events: Vec<String>,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; client events: {:?}", self.what, self.events)
+    }
+}
+
+impl std::error::Error for Lost {}
+
 pub(crate) struct NatsCore {
     client: Client,
+    /// What both connections reported, since the last consume run began.
+    events: Arc<Mutex<Vec<String>>>,
     /// A second connection, publishing while the first consumes.
     feeder: Client,
     wrapped: NatsPublisher,
@@ -61,13 +80,32 @@ pub(crate) struct NatsCore {
 
 impl NatsCore {
     pub(crate) async fn connect(url: &str) -> Result<NatsCore, Failure> {
-        let client = async_nats::connect(url).await?;
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let connect = |name: &'static str| {
+            let events = events.clone();
+            async_nats::ConnectOptions::new()
+                .event_callback(move |event| {
+                    let events = events.clone();
+                    async move {
+                        let mut events = events.lock().unwrap_or_else(|p| p.into_inner());
+                        events.push(format!("{name}: {event}"));
+                    }
+                })
+                .connect(url)
+        };
+        let client = connect("subscriber").await?;
         Ok(NatsCore {
             wrapped: NatsPublisher::new(client.clone(), Propagator::default()),
             client,
-            feeder: async_nats::connect(url).await?,
+            events: events.clone(),
+            feeder: connect("feeder").await?,
             tokens: Mutex::new(Vec::new()),
         })
+    }
+
+    fn lost(&self, what: String) -> Failure {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Box::new(Lost { what, events })
     }
 
     pub(crate) fn name(&self) -> &'static str {
@@ -107,6 +145,7 @@ impl NatsCore {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let count = tokens.len();
         let subject = unique("bench.consume");
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let progress = Arc::new(Progress::default());
         let done = Arc::new(Notify::new());
         let feed = || {
@@ -134,10 +173,10 @@ impl NatsCore {
             )
             .await
             .map_err(|_| {
-                format!(
+                self.lost(format!(
                     "the subscriber settled {} of {count} messages in time",
                     progress.tick() - 1
-                )
+                ))
             })??;
             fed.await??;
             if report.accepted != count as u64 {
@@ -157,10 +196,10 @@ impl NatsCore {
             tokio::time::timeout(crate::tokens::PATIENCE, read)
                 .await
                 .map_err(|_| {
-                    format!(
+                    self.lost(format!(
                         "the raw subscriber got {} of {count} messages in time",
                         progress.tick() - 1
-                    )
+                    ))
                 })?;
             fed.await??;
         }
