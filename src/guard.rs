@@ -148,23 +148,11 @@ impl Guard {
         headers: &dyn Extractor,
         info: &'a MessageInfo,
     ) -> impl Future<Output = Outcome> + Send + 'a {
-        let verifier = &self.inner.verifier;
         let now = SystemTime::now();
-        let start = match verifier.extract_ref(headers) {
-            Err(e) => Err(e),
-            Ok(token) => match verifier.verify_cached(token, now) {
-                Some(verdict) => Ok(Ok(verdict)),
-                None => Ok(Err(token.to_owned())),
-            },
-        };
+        let verified = self.inner.verifier.verify_headers_at(headers, now);
         async move {
-            let verified = match start {
-                Err(e) => Err(e),
-                Ok(Ok(verdict)) => verdict,
-                Ok(Err(token)) => verifier.verify_fresh(&token, now).await,
-            };
             let span = Span::current();
-            let error = match verified {
+            let error = match verified.await {
                 Ok(context) => {
                     self.record_identity(&span, &context, now);
                     return Outcome::Accept(context);

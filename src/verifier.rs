@@ -35,6 +35,14 @@ struct Inner {
     cache: Option<Cache>,
 }
 
+/// Where [`Verifier::verify_headers_at`] stands before anything waits.
+enum Start {
+    /// The token was missing or malformed, or the cache held it.
+    Decided(Result<AuthContext>),
+    /// A token to verify, copied out of the headers.
+    Verify(String),
+}
+
 /// Verified tokens by the token itself: a hit is an exact match, and hands back the context
 /// (the token and what it proved) without copying either. Only tokens that verified are
 /// inserted, so lookups of hostile tokens cannot crowd its hash table.
@@ -89,25 +97,44 @@ impl Verifier {
         &self.inner.header
     }
 
-    /// Extracts the token from the headers and verifies it.
-    /// The token is copied out before anything waits, so the future is
-    /// `Send` whatever the carrier.
+    /// Extracts the token from the headers and verifies it. A token the cache holds is
+    /// decided before anything waits, without copying it; any other is copied out first, so
+    /// the future is `Send` whatever the carrier.
     pub fn verify_headers(
         &self,
         headers: &dyn Extractor,
     ) -> impl Future<Output = Result<AuthContext>> + Send + '_ {
-        let token = self.extract(headers);
-        async move { self.verify(&token?).await }
+        self.verify_headers_at(headers, SystemTime::now())
+    }
+
+    /// [`verify_headers`](Self::verify_headers) as if the time were `now`.
+    pub(crate) fn verify_headers_at(
+        &self,
+        headers: &dyn Extractor,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<AuthContext>> + Send + '_ {
+        let start = match self.inner.header.extract(headers, self.inner.max_size) {
+            Err(e) => Start::Decided(Err(e)),
+            Ok(token) => match self.verify_cached(token, now) {
+                Some(verdict) => Start::Decided(verdict),
+                None => Start::Verify(token.to_owned()),
+            },
+        };
+        async move {
+            match start {
+                Start::Decided(verdict) => verdict,
+                Start::Verify(token) => self.verify_fresh(&token, now).await,
+            }
+        }
     }
 
     /// Extracts the token from the headers, without verifying it.
     pub fn extract(&self, headers: &dyn Extractor) -> Result<String> {
-        Ok(self.extract_ref(headers)?.to_owned())
-    }
-
-    /// The token in the headers, borrowed from them.
-    pub(crate) fn extract_ref<'h>(&self, headers: &'h dyn Extractor) -> Result<&'h str> {
-        self.inner.header.extract(headers, self.inner.max_size)
+        Ok(self
+            .inner
+            .header
+            .extract(headers, self.inner.max_size)?
+            .to_owned())
     }
 
     /// Verifies a token against the current time.
@@ -125,20 +152,20 @@ impl Verifier {
 
     /// The verdict on a token the cache holds, its time checked against `now`; `None` when
     /// the cache does not hold it (or there is none). Refuses an oversized token first. Never
-    /// waits: the guard's fast path.
-    pub(crate) fn verify_cached(&self, token: &str, now: SystemTime) -> Option<Result<AuthContext>> {
+    /// waits.
+    fn verify_cached(&self, token: &str, now: SystemTime) -> Option<Result<AuthContext>> {
         let started = Instant::now();
-        if let Err(e) = check_size(token, self.inner.max_size) {
-            return Some(Err(e));
-        }
-        let verdict = self.lookup(token, now)?;
+        let verdict = match check_size(token, self.inner.max_size) {
+            Err(e) => Err(e),
+            Ok(()) => self.lookup(token, now)?,
+        };
         metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
         Some(verdict)
     }
 
     /// Verifies a token that [`verify_cached`](Self::verify_cached) did not find (so its size
     /// is checked), and caches it if its signature, issuer and audience hold.
-    pub(crate) async fn verify_fresh(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
+    async fn verify_fresh(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
         let started = Instant::now();
         let verified = self.verify_signed(token).await.map(|verified| {
             let context = AuthContext::new(token, Arc::new(verified));

@@ -22,11 +22,17 @@ fn headers_with(token: &str) -> Headers {
     headers
 }
 
+/// A guard over the default verifier, and the headers of a message carrying scenario (a)'s
+/// shared RS256 token.
+fn shared_token(keys: &Keys) -> Result<(Guard, Headers), Failure> {
+    let headers = headers_with(&keys.token(Algorithm::RS256, "alice")?);
+    Ok((Guard::new(keys.verifier.clone()), headers))
+}
+
 /// p50 and p99 of the guard's check of a message whose token it has seen (scenario a): all
 /// that jwt-relay adds on the consuming side, whatever the broker.
 pub(crate) async fn added_latency(keys: &Keys, samples: usize) -> Result<Value, Failure> {
-    let guard = Guard::new(keys.verifier.clone());
-    let headers = headers_with(&keys.token(Algorithm::RS256, "alice")?);
+    let (guard, headers) = shared_token(keys)?;
     let info = MessageInfo::new("bench");
     let mut times = Vec::with_capacity(samples);
     for n in 0..samples + 1000 {
@@ -56,8 +62,7 @@ pub(crate) async fn added_latency(keys: &Keys, samples: usize) -> Result<Value, 
 /// `checks` checks of one shared token through the guard, with nothing else timed or counted
 /// in between: the loop `--cached-checks` runs under callgrind.
 pub(crate) async fn cached_checks(keys: &Keys, checks: usize) -> Result<Value, Failure> {
-    let guard = Guard::new(keys.verifier.clone());
-    let headers = headers_with(&keys.token(Algorithm::RS256, "alice")?);
+    let (guard, headers) = shared_token(keys)?;
     let info = MessageInfo::new("bench");
     let mut accepted = 0;
     let started = Instant::now();

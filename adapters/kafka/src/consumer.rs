@@ -18,7 +18,7 @@ use rdkafka::consumer::{
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::FutureProducer;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::dead_letter::DeadLetter;
@@ -250,12 +250,12 @@ impl Consumer {
         // The dispatcher runs as a task of its own, beside the partitions' tasks, wherever
         // `run` is awaited: from a thread outside the runtime (`#[tokio::main]`'s), every
         // record would cross threads on its way to its partition.
-        let (quit, quitting) = watch::channel(false);
+        let (quit, quitting) = oneshot::channel();
         let mut dispatcher = AbortOnDrop(tokio::spawn(self.clone().dispatch(Arc::new(handler), quitting)));
         let dispatched = tokio::select! {
             done = &mut dispatcher.0 => done,
             () = shutdown => {
-                quit.send_replace(true);
+                let _ = quit.send(());
                 (&mut dispatcher.0).await
             }
         };
@@ -269,9 +269,9 @@ impl Consumer {
         result.map(|()| inner.reporter.stats.snapshot())
     }
 
-    /// Reads records and hands each to its partition's task, until `quitting` turns true, the
+    /// Reads records and hands each to its partition's task, until `quitting` fires, the
     /// limit is reached or a partition halts; then lets the partitions finish.
-    async fn dispatch<H, Fut, E>(self, handler: Arc<H>, mut quitting: watch::Receiver<bool>) -> Result<()>
+    async fn dispatch<H, Fut, E>(self, handler: Arc<H>, mut quitting: oneshot::Receiver<()>) -> Result<()>
     where
         H: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
@@ -288,7 +288,7 @@ impl Consumer {
             loop {
                 let message = tokio::select! {
                     biased;
-                    _ = quitting.wait_for(|quit| *quit) => break,
+                    _ = &mut quitting => break,
                     Some(signal) = signals.recv() => match signal {
                         Signal::Halt(reason) => {
                             result = Err(ConsumeError::halted(reason));
@@ -325,7 +325,7 @@ impl Consumer {
                 });
                 tokio::select! {
                     biased;
-                    _ = quitting.wait_for(|quit| *quit) => break,
+                    _ = &mut quitting => break,
                     sent = queue.send(incoming) => if let Err(unsent) = sent {
                         // A partition's task ends early only at the limit (or a halt, signalled);
                         // any other end is a bug that must not drop its records unseen.
