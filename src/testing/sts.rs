@@ -22,8 +22,10 @@ use super::config::DevStsConfig;
 use super::mode::{Counters, Mode, Stats};
 use super::signer::Signer;
 use super::token_endpoint::{self, TOKEN_EXCHANGE};
+use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exchange::{ClientAuth, Rfc8693Client, Rfc8693ClientBuilder};
+use crate::exchange::{ClientAuth, Exchange, ExchangeCache, Rfc8693Client, Rfc8693ClientBuilder};
+use crate::guard::Guard;
 use crate::issuer::{Issuer, dangerous};
 use crate::verifier::{Verifier, now_unix};
 
@@ -212,6 +214,25 @@ impl DevSts {
             client_id: super::DEFAULT_CLIENT_ID.to_owned(),
             client_secret: super::DEFAULT_CLIENT_SECRET.to_owned(),
         })
+    }
+
+    /// A guard over `verifier` that exchanges expired tokens here and fails fast while this
+    /// service is down: one attempt of at most 300 ms per delivery (the consumer does the
+    /// retrying), then a retry after 100 ms doubling to 500 ms. What the token-outage tests of
+    /// every broker run.
+    pub fn exchanging_guard(&self, verifier: Verifier) -> Result<Guard> {
+        let client = self
+            .client()
+            .max_attempts(1)
+            .timeout(Duration::from_millis(300))
+            .build()?;
+        Ok(Guard::builder(verifier)
+            .policy(Exchange::new(Arc::new(ExchangeCache::new(client))))
+            .backoff(Backoff::new(
+                Duration::from_millis(100),
+                Duration::from_millis(500),
+            ))
+            .build())
     }
 
     /// A verifier trusting this service's tokens for `audience`, through its key set, with no

@@ -8,11 +8,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
-use jwt_relay::{Acceptance, Backoff, Exchange, ExchangeCache, Guard, now_unix};
+use jwt_relay::{Acceptance, now_unix};
 use jwt_relay_nats::JetStreamConsumer;
 use jwt_relay_nats::async_nats::HeaderMap;
 use serde_json::json;
@@ -50,19 +49,7 @@ async fn messages_wait_out_a_token_service_outage() {
     }
 
     sts.set_mode(Mode::Unavailable { retry_after: None });
-    let exchanger = sts
-        .client()
-        .max_attempts(1)
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let guard = Guard::builder(sts.verifier("orders").unwrap())
-        .policy(Exchange::new(Arc::new(ExchangeCache::new(exchanger))))
-        .backoff(Backoff::new(
-            Duration::from_millis(100),
-            Duration::from_millis(500),
-        ))
-        .build();
+    let guard = sts.exchanging_guard(sts.verifier("orders").unwrap()).unwrap();
     let consumer = pull_consumer(&setup.declared.stream, "shipping", |_| {}).await;
     let consumer = JetStreamConsumer::new(consumer, guard).concurrency(4);
     let stats = consumer.stats();

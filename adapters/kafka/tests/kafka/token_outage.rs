@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jwt_relay::testing::Mode;
-use jwt_relay::{Acceptance, Backoff, Exchange, ExchangeCache, Guard, Propagator};
+use jwt_relay::{Acceptance, Propagator};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 
 use crate::support::{Cluster, Idp, consumer, eventually, spawn, text, unique};
@@ -32,21 +32,7 @@ pub async fn records_wait_out_a_token_service_outage(cluster: Cluster) {
     }
 
     idp.sts.set_mode(Mode::Unavailable { retry_after: None });
-    let client = idp
-        .sts
-        .client()
-        .max_attempts(1)
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let exchange = Exchange::new(Arc::new(ExchangeCache::new(client)));
-    let guard = Guard::builder(idp.verifier.clone())
-        .policy(exchange)
-        .backoff(Backoff::new(
-            Duration::from_millis(100),
-            Duration::from_millis(500),
-        ))
-        .build();
+    let guard = idp.sts.exchanging_guard(idp.verifier.clone()).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let consumer = consumer(&cluster, &unique("shipping"), &topic, guard)

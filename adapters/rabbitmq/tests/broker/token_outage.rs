@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
-use jwt_relay::{Acceptance, Backoff, Exchange, ExchangeCache, Guard, now_unix};
+use jwt_relay::{Acceptance, now_unix};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::{Consumer, Settlement};
 use serde_json::json;
@@ -42,19 +42,7 @@ async fn messages_wait_out_a_token_service_outage() {
     }
 
     sts.set_mode(Mode::Unavailable { retry_after: None });
-    let client = sts
-        .client()
-        .max_attempts(1)
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let guard = Guard::builder(sts.verifier("orders").unwrap())
-        .policy(Exchange::new(Arc::new(ExchangeCache::new(client))))
-        .backoff(Backoff::new(
-            Duration::from_millis(100),
-            Duration::from_millis(500),
-        ))
-        .build();
+    let guard = sts.exchanging_guard(sts.verifier("orders").unwrap()).unwrap();
     let retried = Arc::new(AtomicUsize::new(0));
     let counted = retried.clone();
     let consumer = Consumer::builder(topology.queue(), guard)
