@@ -82,6 +82,7 @@ mod remote;
 mod report;
 mod token_header;
 mod trace_context;
+mod verified_cache;
 mod verifier;
 
 #[cfg(feature = "testing")]

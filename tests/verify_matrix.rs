@@ -300,6 +300,32 @@ async fn a_tampered_or_foreign_signature_is_a_bad_signature() {
     }
 }
 
+/// Checks running at once on several threads, sharing one verifier and its cache, each get
+/// their own verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_on_worker_threads_keep_their_own_verdicts() {
+    let v = verifier();
+    let checks = (0..32).map(|i| {
+        let v = v.clone();
+        let subject = format!("user-{i}");
+        let claims = with(valid(), json!({"sub": subject}));
+        let token = if i % 2 == 0 {
+            Signer::rsa_a().sign(&claims)
+        } else {
+            forger().sign(&claims)
+        };
+        tokio::spawn(async move { (i, subject, v.verify(&token).await) })
+    });
+    for check in checks.collect::<Vec<_>>() {
+        let (i, subject, verdict) = check.await.expect("the check finished");
+        match verdict {
+            Ok(context) if i % 2 == 0 => assert_eq!(context.subject(), Some(subject.as_str())),
+            Err(e) if i % 2 == 1 => assert_eq!(e.kind(), ErrorKind::BadSignature, "{subject}: {e}"),
+            other => panic!("{subject}: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn ecdsa_all_zero_signatures_are_bad_signatures() {
     let v = verifier();
