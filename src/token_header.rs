@@ -56,7 +56,14 @@ impl TokenHeader {
     /// Writes `token` into the carrier, once.
     pub fn inject(&self, carrier: &mut dyn Injector, token: &str) -> Result<(), InjectError> {
         match &self.scheme {
-            Some(scheme) => carrier.set(&self.name, &format!("{scheme} {token}")),
+            Some(scheme) => {
+                // Written on every publish: one allocation of the right size, no formatting.
+                let mut value = String::with_capacity(scheme.len() + 1 + token.len());
+                value.push_str(scheme);
+                value.push(' ');
+                value.push_str(token);
+                carrier.set(&self.name, &value)
+            }
             None => carrier.set(&self.name, token),
         }
     }
