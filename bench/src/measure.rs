@@ -113,6 +113,13 @@ impl Comparison {
         self.wrapped_median() / self.raw_median().max(1e-9)
     }
 
+    /// For distinct tokens: wrapped over the lower of the raw rate (what the broker delivers)
+    /// and the pure verification rate (what one core verifies), whichever limits the run.
+    pub(crate) fn ratio_to_limit(&self) -> Option<f64> {
+        let limit = self.verify?.min(self.raw_median());
+        Some(self.wrapped_median() / limit.max(1e-9))
+    }
+
     pub(crate) fn json(&self) -> Value {
         let mut line = json!({
             "measurement": "throughput",
@@ -129,6 +136,9 @@ impl Comparison {
             line["verify_per_s"] = json!(verify.round());
             line["ratio_to_verify"] = json!((self.wrapped_median() / verify * 1000.0).round() / 1000.0);
         }
+        if let Some(ratio) = self.ratio_to_limit() {
+            line["ratio_to_limit"] = json!((ratio * 1000.0).round() / 1000.0);
+        }
         line
     }
 
@@ -137,15 +147,20 @@ impl Comparison {
             .verify
             .map(|v| format!("{:.0}/s verify; {:.2}", v, self.wrapped_median() / v.max(1e-9)))
             .unwrap_or_default();
+        let against_limit = self
+            .ratio_to_limit()
+            .map(|ratio| format!("{ratio:.2}"))
+            .unwrap_or_default();
         format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.3} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.3} | {} | {} |",
             self.broker,
             self.scenario,
             self.operation,
             self.raw_median(),
             self.wrapped_median(),
             self.ratio(),
-            against_verify
+            against_verify,
+            against_limit
         )
     }
 }
