@@ -43,40 +43,11 @@ impl Reporter {
     /// Counts and logs the event, then calls the callback.
     pub(crate) fn report(&self, event: &Event<'_>) {
         self.stats.record(&event.outcome);
-        let position = Position {
-            partition: event.partition,
-            offset: event.offset,
-        };
+        // `format_args!` formats only if a log line is written, not for every record.
+        let position = format_args!("partition {} offset {}", event.partition, event.offset);
         event.outcome.observe("kafka", event.topic, &position);
         if let Some(callback) = &self.callback {
             callback(event);
         }
-    }
-}
-
-/// `partition P offset O` in a record's log line: written only if a log line is, not formatted
-/// for every record.
-struct Position {
-    partition: i32,
-    offset: i64,
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "partition {} offset {}", self.partition, self.offset)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_position_reads_as_before() {
-        let position = Position {
-            partition: 3,
-            offset: 1_234,
-        };
-        assert_eq!(position.to_string(), "partition 3 offset 1234");
     }
 }
