@@ -56,6 +56,7 @@
 //! ten minutes, refetched (at most once per 30 s, one fetch shared by all
 //! callers) for an unknown `kid`, and kept serving while its endpoint is down.
 
+mod ahead;
 mod ambient;
 mod backoff;
 mod carrier;

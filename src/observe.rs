@@ -10,6 +10,7 @@
 //! | `jwt_relay_key_set_age_seconds` | gauge | `location` | age of the key set in use, set when it is consulted |
 //! | `jwt_relay_verify_cache_total` | counter | `hit` | verified-token cache lookups: `true` or `false` |
 //! | `jwt_relay_verify_seconds` | histogram | | time of each verification (cached or not) |
+//! | `jwt_relay_signature_checks_total` | counter | `ahead` | signatures checked (what the cache did not save): `true` for those checked ahead of their message's turn ([`Verifier::verify_ahead`](crate::Verifier::verify_ahead)) |
 //!
 //! Label values are bounded: broker names, configured destinations, error
 //! kinds, key-set locations. No token, no user subject.
@@ -44,6 +45,8 @@ pub const KEY_SET_AGE_SECONDS: &str = "jwt_relay_key_set_age_seconds";
 pub const VERIFY_CACHE_TOTAL: &str = "jwt_relay_verify_cache_total";
 /// Time of each verification, in seconds.
 pub const VERIFY_SECONDS: &str = "jwt_relay_verify_seconds";
+/// Signatures checked, by whether ahead of their message's turn.
+pub const SIGNATURE_CHECKS_TOTAL: &str = "jwt_relay_signature_checks_total";
 
 /// Describes every metric (unit and help text) to the installed recorder:
 /// call it once after installing one, for exporters that show descriptions.
@@ -76,6 +79,11 @@ pub fn describe() {
         "Verified-token cache lookups, by hit."
     );
     describe_histogram!(VERIFY_SECONDS, Unit::Seconds, "Time of each token verification.");
+    describe_counter!(
+        SIGNATURE_CHECKS_TOTAL,
+        Unit::Count,
+        "Signatures checked, by whether ahead of their message's turn."
+    );
 }
 
 /// The span a broker adapter runs one consumed message in (the guard, then

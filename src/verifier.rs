@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::ahead::Ahead;
 use crate::carrier::Extractor;
 use crate::claims::Claims;
 use crate::context::{AuthContext, Verified};
@@ -34,6 +35,8 @@ struct Inner {
     header: TokenHeader,
     max_size: usize,
     cache: Option<VerifiedCache>,
+    /// Tokens being verified ahead of their message's turn.
+    ahead: Arc<Ahead>,
 }
 
 /// Where [`Verifier::verify_headers_at`] stands before anything waits.
@@ -133,6 +136,65 @@ impl Verifier {
             .to_owned())
     }
 
+    /// Starts verifying the token in `headers` on a task of its own, ahead of its message's
+    /// turn, if the verified-token cache does not hold it yet; `true` if it did.
+    ///
+    /// For consumers that read messages before they handle them: while one message is
+    /// handled, the signature checks of those waiting run on the runtime's other threads. The
+    /// check in turn ([`verify_headers`](Self::verify_headers), or a [`Guard`](crate::Guard)'s)
+    /// finds the token cached, or waits for that verification instead of repeating it. It still
+    /// decides everything that depends on the time, and a token that failed is checked again
+    /// in turn, which reports why.
+    ///
+    /// Does nothing outside a Tokio runtime, without a cache, for a token already cached or
+    /// being verified ahead, or for headers without a readable token (their check in turn
+    /// says what is wrong).
+    ///
+    /// ```
+    /// # use jwt_relay::{Headers, Verifier};
+    /// # async fn read_ahead(verifier: &Verifier, waiting: &[Headers]) -> jwt_relay::Result<()> {
+    /// // Messages read but not yet handled: their tokens are verified meanwhile.
+    /// for headers in &waiting[1..] {
+    ///     verifier.verify_ahead(headers);
+    /// }
+    /// for headers in waiting {
+    ///     let _context = verifier.verify_headers(headers).await?;
+    ///     // ... handle the message in order
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn verify_ahead(&self, headers: &dyn Extractor) -> bool {
+        let inner = &self.inner;
+        let Some(cache) = &inner.cache else {
+            return false;
+        };
+        let Ok(token) = inner.header.extract(headers, inner.max_size) else {
+            return false;
+        };
+        if check_size(token, inner.max_size).is_err() || cache.get(token, Instant::now()).is_some() {
+            return false;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let Some(running) = inner.ahead.start(token) else {
+            return false;
+        };
+        let verifier = self.clone();
+        runtime.spawn(async move {
+            let token = running.token();
+            if let Ok(verified) = verifier.verify_signed(token, true).await
+                && let Some(cache) = &verifier.inner.cache
+            {
+                cache.insert(&AuthContext::new(token, Arc::new(verified)));
+            }
+            // Cached first, then its waiters woken.
+            drop(running);
+        });
+        true
+    }
+
     /// Verifies a token against the current time.
     pub async fn verify(&self, token: &str) -> Result<AuthContext> {
         self.verify_at(token, SystemTime::now()).await
@@ -163,7 +225,17 @@ impl Verifier {
     /// is checked), and caches it if its signature, issuer and audience hold.
     async fn verify_fresh(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
         let started = Instant::now();
-        let verified = self.verify_signed(token).await.map(|verified| {
+        if self.inner.ahead.wait_for(token).await
+            && let Some(cached) = self
+                .inner
+                .cache
+                .as_ref()
+                .and_then(|c| c.get(token, Instant::now()))
+        {
+            metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
+            return check_time(cached, unix_seconds(now));
+        }
+        let verified = self.verify_signed(token, false).await.map(|verified| {
             let context = AuthContext::new(token, Arc::new(verified));
             if let Some(cache) = &self.inner.cache {
                 cache.insert(&context);
@@ -188,8 +260,9 @@ impl Verifier {
         Some(check_time(cached?, unix_seconds(now)))
     }
 
-    /// Everything that does not depend on the clock: what the cache keeps.
-    async fn verify_signed(&self, token: &str) -> Result<Verified> {
+    /// Everything that does not depend on the clock: what the cache keeps. `ahead` says
+    /// whether this runs ahead of the message's turn (for the signature-check count).
+    async fn verify_signed(&self, token: &str, ahead: bool) -> Result<Verified> {
         let compact = jose::split(token)?;
         let header = jose::parse_header(compact.header)?;
         let payload = jose::parse_object(&jose::decode_part(compact.payload, "payload")?, "payload")?;
@@ -227,6 +300,12 @@ impl Verifier {
                     alg_name(key.algorithm())
                 ),
             ));
+        }
+        // Literal labels make static metric keys: nothing is built per check.
+        if ahead {
+            metrics::counter!(observe::SIGNATURE_CHECKS_TOTAL, "ahead" => "true").increment(1);
+        } else {
+            metrics::counter!(observe::SIGNATURE_CHECKS_TOTAL, "ahead" => "false").increment(1);
         }
         if !key.verify(compact.signing_input, compact.signature)? {
             return Err(Error::new(
@@ -341,6 +420,7 @@ impl VerifierBuilder {
                 header: self.header,
                 max_size: self.max_size,
                 cache,
+                ahead: Arc::default(),
             }),
         })
     }
