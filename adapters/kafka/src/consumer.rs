@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
 use crate::event::{Event, Reporter};
+use crate::headers::KafkaHeaders;
 use crate::partition::{Incoming, Partition, Signal};
 
 /// What a consumer stops with: [`jwt_relay::ConsumeError`].
@@ -81,7 +82,11 @@ impl ConsumerContext for Rebalances {
 /// | `Halt` | nothing is stored for the record, the consumer stops, and [`run`](Consumer::run) returns [`ConsumeErrorKind::Halted`] |
 ///
 /// Records of one partition are handled in order, one at a time; partitions are handled
-/// concurrently, at most [`concurrency`](ConsumerBuilder::concurrency) at once. The consumer
+/// concurrently, at most [`concurrency`](ConsumerBuilder::concurrency) at once. While a
+/// record is handled, the tokens of the records waiting behind it are verified ahead on the
+/// runtime's other threads ([`Verifier::verify_ahead`](jwt_relay::Verifier::verify_ahead)):
+/// a stream of distinct tokens uses every core, and each record is still decided in turn,
+/// against the time of its turn. The consumer
 /// sets `enable.auto.offset.store=false`: an offset is stored only after its record was handled
 /// or dead-lettered, and committed by librdkafka's auto-commit (and at shutdown). The record's
 /// timestamp goes to the expiry policy: `LogAppendTime` as set by the broker, `CreateTime` as
@@ -323,6 +328,14 @@ impl Consumer {
                     tasks.spawn(partition.run(records));
                     queue
                 });
+                // A record that waits behind others has its token verified meanwhile, on
+                // another thread; one its partition takes at once is checked there.
+                if incoming.readable && queue.capacity() < queue.max_capacity() {
+                    inner
+                        .guard
+                        .verifier()
+                        .verify_ahead(&KafkaHeaders::new(record.headers()));
+                }
                 tokio::select! {
                     biased;
                     _ = &mut quitting => break,

@@ -36,7 +36,7 @@ pub(crate) struct Incoming {
     /// The consumer's assignment count when the record was read.
     generation: u64,
     /// Whether its headers can be read: rdkafka panics on a header name that is not UTF-8.
-    readable: bool,
+    pub(crate) readable: bool,
 }
 
 impl Incoming {

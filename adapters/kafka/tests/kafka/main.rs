@@ -10,6 +10,7 @@ mod common;
 mod jwks_server;
 mod support;
 
+mod ahead;
 mod broker_down;
 mod dead_letters;
 mod exchange;
@@ -53,4 +54,5 @@ on_both! {
     halt::a_halt_stops_the_consumer_and_stores_nothing => a_halt_stops,
     hostile::every_hostile_class_is_dead_lettered_and_good_records_flow => hostile_input,
     token_outage::records_wait_out_a_token_service_outage => token_service_outage,
+    ahead::a_backlog_of_distinct_tokens_is_decided_in_order => distinct_tokens_checked_ahead,
 }
