@@ -25,7 +25,7 @@ use crate::event::{Event, Reporter};
 use crate::headers::NatsHeadersRef;
 use crate::jetstream_publisher::publish_acked;
 use crate::jetstream_source::{PullOptions, messages};
-use crate::run_loop::{Stopping, run_loop};
+use crate::run_loop::{Stopping, run_loop, verify_ahead};
 
 /// Consumes a JetStream pull consumer through a [`Guard`], at least once:
 ///
@@ -146,7 +146,11 @@ impl JetStreamConsumer {
         self
     }
 
-    /// How many messages are handled at once (1: in order).
+    /// How many messages are handled at once (1: in order). While that many
+    /// are, as many more (at least 2) are read ahead and their tokens verified
+    /// on the runtime's other threads
+    /// ([`Verifier::verify_ahead`](jwt_relay::Verifier::verify_ahead)); each is
+    /// still decided in its turn.
     pub fn concurrency(mut self, messages: usize) -> Self {
         self.concurrency = messages.max(1);
         self
@@ -188,11 +192,23 @@ impl JetStreamConsumer {
         };
         let source = messages(self.consumer.clone(), options);
         let handler = &handler;
-        run_loop(source, self.concurrency, shutdown, |item, stopping| async move {
-            let message = item?;
-            let span = self.reporter.span(&message.message);
-            self.process(message, handler, stopping).instrument(span).await
-        })
+        let ahead = verify_ahead(&self.guard);
+        let ahead = |item: &Result<jetstream::Message>| {
+            if let Ok(message) = item {
+                ahead(&message.message);
+            }
+        };
+        run_loop(
+            source,
+            self.concurrency,
+            ahead,
+            shutdown,
+            |item, stopping| async move {
+                let message = item?;
+                let span = self.reporter.span(&message.message);
+                self.process(message, handler, stopping).instrument(span).await
+            },
+        )
         .await?;
         Ok(self.reporter.stats().snapshot())
     }

@@ -1,7 +1,9 @@
 //! The loop every subscriber, service and consumer runs: take messages while
-//! fewer than `limit` are in flight, stop on shutdown or on a halt, and let
-//! the ones in flight finish before returning.
+//! fewer than `limit` are in flight, read a few ahead while they are not,
+//! stop on shutdown or on a halt, and let the ones in flight finish before
+//! returning.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
@@ -9,7 +11,11 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt as _};
 use tokio::sync::watch;
 
+use async_nats::Message;
+use jwt_relay::Guard;
+
 use crate::error::Error;
+use crate::headers::NatsHeadersRef;
 
 /// Tells in-flight work that the run is stopping, so that a message held
 /// for a retry does not hold the shutdown up.
@@ -31,29 +37,48 @@ impl Stopping {
     }
 }
 
-/// Runs `process` on each item of `source`, at most `limit` at a time,
-/// until the source ends, `shutdown` completes, or a `process` returns an
-/// error (a halt). Then signals [`Stopping`] and waits for the items in
-/// flight. Returns the first error.
-pub(crate) async fn run_loop<St, P, Fut, S>(
+/// Runs `process` on each item of `source`, at most `limit` at a time, in
+/// the order they come, until the source ends, `shutdown` completes, or a
+/// `process` returns an error (a halt). Then signals [`Stopping`] and waits
+/// for the items in flight. Returns the first error.
+///
+/// While `limit` items are in flight, up to `limit` more (at least 2) are read
+/// ahead and shown to `ahead` (which starts verifying their tokens on other
+/// threads), then started in their turn. Items read ahead are not started if
+/// the run stops first: like those the client still buffers, a JetStream
+/// server delivers them again, and core NATS keeps nothing.
+pub(crate) async fn run_loop<St, A, P, Fut, S>(
     source: St,
     limit: usize,
+    mut ahead: A,
     shutdown: S,
     mut process: P,
 ) -> Result<(), Error>
 where
     St: Stream,
+    A: FnMut(&St::Item),
     P: FnMut(St::Item, Stopping) -> Fut,
     Fut: Future<Output = Result<(), Error>>,
     S: Future<Output = ()>,
 {
     let limit = limit.max(1);
+    let read_ahead = limit.max(2);
     let (stop, stopping) = watch::channel(false);
     let mut source = pin!(source);
     let mut shutdown = pin!(shutdown);
     let mut in_flight = FuturesUnordered::new();
+    let mut waiting = VecDeque::new();
+    let mut ended = false;
     let mut result = Ok(());
     loop {
+        while in_flight.len() < limit
+            && let Some(item) = waiting.pop_front()
+        {
+            in_flight.push(process(item, Stopping(stopping.clone())));
+        }
+        if ended && waiting.is_empty() {
+            break;
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -63,9 +88,15 @@ where
                     break;
                 }
             }
-            item = source.next(), if in_flight.len() < limit => match item {
-                Some(item) => in_flight.push(process(item, Stopping(stopping.clone()))),
-                None => break,
+            item = source.next(), if !ended && waiting.len() < read_ahead => match item {
+                Some(item) if in_flight.len() < limit => {
+                    in_flight.push(process(item, Stopping(stopping.clone())));
+                }
+                Some(item) => {
+                    ahead(&item);
+                    waiting.push_back(item);
+                }
+                None => ended = true,
             },
         }
     }
@@ -76,4 +107,76 @@ where
         }
     }
     result
+}
+
+/// What [`run_loop`] does with a message read ahead: starts verifying its
+/// token.
+pub(crate) fn verify_ahead(guard: &Guard) -> impl Fn(&Message) + '_ {
+    let verifier = guard.verifier();
+    move |message| {
+        verifier.verify_ahead(&NatsHeadersRef::of(message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::cell::RefCell;
+
+    use futures_util::stream;
+
+    use super::*;
+
+    /// What `ahead` was shown and the order `process` started in, with each
+    /// `process` taking `work`.
+    async fn run(limit: usize, work: Duration) -> (Vec<u32>, Vec<u32>) {
+        let (ahead, started) = (RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+        let in_flight = std::cell::Cell::new(0);
+        run_loop(
+            stream::iter(0..10u32),
+            limit,
+            |item| ahead.borrow_mut().push(*item),
+            std::future::pending(),
+            |item, _| {
+                started.borrow_mut().push(item);
+                let in_flight = &in_flight;
+                async move {
+                    in_flight.set(in_flight.get() + 1);
+                    assert!(in_flight.get() <= limit, "at most {limit} in flight");
+                    if !work.is_zero() {
+                        tokio::time::sleep(work).await;
+                    }
+                    in_flight.set(in_flight.get() - 1);
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        (ahead.into_inner(), started.into_inner())
+    }
+
+    #[tokio::test]
+    async fn items_that_wait_are_shown_ahead_and_started_in_order() {
+        let (ahead, started) = run(1, Duration::from_millis(2)).await;
+        assert_eq!(started, (0..10).collect::<Vec<_>>(), "in order, all of them");
+        assert_eq!(ahead, (1..10).collect::<Vec<_>>(), "all but the first waited");
+    }
+
+    #[tokio::test]
+    async fn with_room_in_flight_nothing_is_read_ahead() {
+        let (ahead, started) = run(1, Duration::ZERO).await;
+        assert_eq!(started, (0..10).collect::<Vec<_>>());
+        assert!(ahead.is_empty(), "each item was taken at once: {ahead:?}");
+        let (ahead, started) = run(16, Duration::from_millis(2)).await;
+        assert_eq!(started.len(), 10);
+        assert!(ahead.is_empty(), "16 in flight leave none waiting: {ahead:?}");
+    }
+
+    #[tokio::test]
+    async fn several_in_flight_read_as_many_ahead() {
+        let (ahead, started) = run(3, Duration::from_millis(2)).await;
+        assert_eq!(started, (0..10).collect::<Vec<_>>());
+        assert_eq!(ahead, (3..10).collect::<Vec<_>>());
+    }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use async_nats::service::Request;
 use async_nats::service::endpoint::Endpoint;
 use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use async_nats::{Client, HeaderMap, HeaderName, HeaderValue, Message, Subscriber};
@@ -18,7 +19,7 @@ use jwt_relay::{EventOutcome, RunReport, Stats};
 
 use crate::event::{Event, Reporter};
 use crate::headers::{NatsHeadersRef, pairs};
-use crate::run_loop::run_loop;
+use crate::run_loop::{run_loop, verify_ahead};
 use crate::service_error::ServiceError;
 
 /// Serves requests, NATS micro endpoints ([`serve_endpoint`](Self::serve_endpoint))
@@ -124,7 +125,9 @@ impl NatsService {
         }
     }
 
-    /// How many requests are handled at once (1).
+    /// How many requests are handled at once (1). While that many are, as
+    /// many more (at least 2) are read ahead and their tokens verified on the
+    /// runtime's other threads.
     pub fn concurrency(mut self, requests: usize) -> Self {
         self.concurrency = requests.max(1);
         self
@@ -156,12 +159,20 @@ impl NatsService {
         S: Future<Output = ()>,
     {
         let handler = &handler;
-        run_loop(endpoint, self.concurrency, shutdown, |request, _| async move {
-            let message = &request.message;
-            self.process(message, Responder::Micro(&request), handler)
-                .instrument(self.reporter.span(message))
-                .await
-        })
+        let ahead = verify_ahead(&self.guard);
+        let ahead = |request: &Request| ahead(&request.message);
+        run_loop(
+            endpoint,
+            self.concurrency,
+            ahead,
+            shutdown,
+            |request, _| async move {
+                let message = &request.message;
+                self.process(message, Responder::Micro(&request), handler)
+                    .instrument(self.reporter.span(message))
+                    .await
+            },
+        )
         .await?;
         Ok(self.reporter.stats().snapshot())
     }
@@ -180,11 +191,17 @@ impl NatsService {
         S: Future<Output = ()>,
     {
         let handler = &handler;
-        run_loop(subscriber, self.concurrency, shutdown, |message, _| async move {
-            self.process(&message, Responder::Plain(&self.client, &message), handler)
-                .instrument(self.reporter.span(&message))
-                .await
-        })
+        run_loop(
+            subscriber,
+            self.concurrency,
+            verify_ahead(&self.guard),
+            shutdown,
+            |message, _| async move {
+                self.process(&message, Responder::Plain(&self.client, &message), handler)
+                    .instrument(self.reporter.span(&message))
+                    .await
+            },
+        )
         .await?;
         Ok(self.reporter.stats().snapshot())
     }

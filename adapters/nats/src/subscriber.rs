@@ -16,7 +16,7 @@ use jwt_relay::{EventOutcome, RunReport, Stats};
 
 use crate::event::{Event, Reporter};
 use crate::headers::NatsHeadersRef;
-use crate::run_loop::{Stopping, run_loop};
+use crate::run_loop::{Stopping, run_loop, verify_ahead};
 
 /// Subscribes on core NATS and runs the [`Guard`] on every message before
 /// the user's async handler, which runs with the verified identity in
@@ -111,7 +111,11 @@ impl NatsSubscriber {
         self
     }
 
-    /// How many messages are handled at once (1: in order).
+    /// How many messages are handled at once (1: in order). While that many
+    /// are, as many more (at least 2) are read ahead and their tokens verified
+    /// on the runtime's other threads
+    /// ([`Verifier::verify_ahead`](jwt_relay::Verifier::verify_ahead)); each is
+    /// still decided in its turn.
     pub fn concurrency(mut self, messages: usize) -> Self {
         self.concurrency = messages.max(1);
         self
@@ -307,10 +311,16 @@ impl Subscription {
         let Subscription { config, subscriber } = self;
         let handler = &handler;
         let config_ref = &config;
-        run_loop(subscriber, config.concurrency, shutdown, |message, stopping| {
-            let span = config_ref.reporter.span(&message);
-            config_ref.process(message, handler, stopping).instrument(span)
-        })
+        run_loop(
+            subscriber,
+            config.concurrency,
+            verify_ahead(&config.guard),
+            shutdown,
+            |message, stopping| {
+                let span = config_ref.reporter.span(&message);
+                config_ref.process(message, handler, stopping).instrument(span)
+            },
+        )
         .await?;
         Ok(config.reporter.stats().snapshot())
     }

@@ -308,3 +308,84 @@ async fn publishing_where_no_stream_listens_is_an_error() {
         PublishErrorKind::NoIdentity
     );
 }
+
+/// A backlog of messages, each with a token of its own, a forged and an
+/// expired one among them, handled one at a time: the tokens of the messages
+/// read ahead are verified meanwhile, and each message is still decided in its
+/// turn and handled in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_distinct_tokens_is_decided_in_order() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let setup = Setup::new(client.clone()).await;
+    let subject = setup.subject("ahead");
+    const MESSAGES: usize = 60;
+    let (forged_at, expired_at) = (17, 41);
+    let mut expected = Vec::new();
+    for i in 0..MESSAGES {
+        let (id, user) = (i.to_string(), format!("user{i}"));
+        let token = match i {
+            _ if i == forged_at => forged(&user),
+            _ if i == expired_at => token(&user, -60),
+            _ => {
+                expected.push((user.clone(), id.clone()));
+                token(&user, 300)
+            }
+        };
+        setup
+            .js
+            .publish_with_headers(subject.clone(), headers(Some(&token), &id), "x".into())
+            .await
+            .expect("sent")
+            .await
+            .expect("stored");
+    }
+
+    let consumer = pull_consumer(&setup.declared.stream, "ahead", |_| {}).await;
+    let consumer = JetStreamConsumer::new(consumer, guard()).batch(20);
+    let stats = consumer.stats();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let handler = move |delivery: Delivery| {
+        let id = delivery
+            .headers()
+            .and_then(|h| h.get("x-id"))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        let subject = delivery.context().subject().unwrap_or_default().to_owned();
+        record.lock().unwrap().push((subject, id));
+        async {
+            // A little work per message, so that a backlog waits behind it.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok::<(), String>(())
+        }
+    };
+    let (stop, stopped) = shutdown();
+    let run = tokio::spawn(async move { consumer.run(handler, stopped).await });
+    assert!(
+        wait_until(WAIT, || {
+            let r = stats.snapshot();
+            r.accepted == MESSAGES as u64 - 2 && r.dead_lettered == 2
+        })
+        .await,
+        "{} handled and 2 dead-lettered: {:?}",
+        MESSAGES - 2,
+        stats.snapshot()
+    );
+    stop.send(()).ok();
+    run.await.unwrap().expect("the run ends cleanly");
+
+    assert_eq!(
+        *seen.lock().unwrap(),
+        expected,
+        "every good message, in order, with its own identity"
+    );
+    let dead = stored(&setup.js, &setup.topology.dead_letter_stream_name()).await;
+    let kinds: Vec<Option<String>> = dead.iter().map(|m| header(m, REASON_KIND)).collect();
+    assert_eq!(
+        kinds,
+        [Some("BadSignature".to_owned()), Some("Expired".to_owned())]
+    );
+    setup.delete().await;
+}
