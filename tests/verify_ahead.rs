@@ -10,7 +10,8 @@ use std::time::Duration;
 use jsonwebtoken::{EncodingKey, Header};
 use jwt_relay::observe::SIGNATURE_CHECKS_TOTAL;
 use jwt_relay::{
-    Algorithm, ErrorKind, Guard, Headers, Issuer, Key, KeySet, MessageInfo, Outcome, Verifier, now_unix,
+    Algorithm, ErrorKind, Guard, Headers, Issuer, Key, KeySet, MessageInfo, Outcome, ReadAhead, Verifier,
+    now_unix,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::json;
@@ -149,4 +150,43 @@ fn nothing_is_started_without_a_cache_a_token_or_a_runtime() {
         assert!(!shared.verify_ahead(&headers(&alice)), "already cached");
     });
     assert_eq!(counts, (0, 1));
+}
+
+#[test]
+fn reading_ahead_looks_at_every_new_token_and_at_one_in_sixteen_cached_ones() {
+    let counts = recorded(|| async {
+        let verifier = verifier(100);
+        let mut ahead = ReadAhead::new(verifier.clone());
+        // A stream of new tokens: each offer starts a verification.
+        for i in 0..20 {
+            assert!(
+                ahead.offer(&headers(&token(&format!("user{i}"), 600, SECRET))),
+                "offer {i}"
+            );
+        }
+        // A stream sharing one token: found running or cached, and after 16 of those only one
+        // offer in 16 is looked at.
+        let shared = headers(&token("alice", 600, SECRET));
+        assert!(ahead.offer(&shared));
+        for _ in 0..40 {
+            assert!(!ahead.offer(&shared));
+        }
+        // 40 offers found nothing to do: a new token now is passed over until 48 offers in a
+        // row found or passed over nothing ...
+        let bob = headers(&token("bob", 600, SECRET));
+        for offer in 41..=48 {
+            assert!(!ahead.offer(&bob), "offer {offer} is not looked at");
+        }
+        assert!(ahead.offer(&bob), "the next is");
+        // ... and every offer is looked at again.
+        assert!(ahead.offer(&headers(&token("carol", 600, SECRET))));
+        tokio::task::yield_now().await;
+        // Bob's token was verified once, ahead, whether or not an offer passed it over.
+        verifier.verify_headers(&bob).await.unwrap();
+    });
+    assert_eq!(
+        counts,
+        (23, 0),
+        "20 new tokens, alice's, bob's and carol's, all ahead"
+    );
 }

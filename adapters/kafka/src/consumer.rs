@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use jwt_relay::{Backoff, ConsumeError, ConsumeErrorKind, Guard, RunReport, Stats};
+use jwt_relay::{Backoff, ConsumeError, ConsumeErrorKind, Guard, ReadAhead, RunReport, Stats};
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{
@@ -84,9 +84,8 @@ impl ConsumerContext for Rebalances {
 /// Records of one partition are handled in order, one at a time; partitions are handled
 /// concurrently, at most [`concurrency`](ConsumerBuilder::concurrency) at once. While a
 /// record is handled, the tokens of the records waiting behind it are verified ahead on the
-/// runtime's other threads ([`Verifier::verify_ahead`](jwt_relay::Verifier::verify_ahead)):
-/// a stream of distinct tokens uses every core, and each record is still decided in turn,
-/// against the time of its turn. The consumer
+/// runtime's other threads ([`ReadAhead`]): a stream of distinct tokens uses every core, and
+/// each record is still decided in turn, against the time of its turn. The consumer
 /// sets `enable.auto.offset.store=false`: an offset is stored only after its record was handled
 /// or dead-lettered, and committed by librdkafka's auto-commit (and at shutdown). The record's
 /// timestamp goes to the expiry policy: `LogAppendTime` as set by the broker, `CreateTime` as
@@ -286,6 +285,7 @@ impl Consumer {
         let (stop, stopping) = watch::channel(false);
         let (signal, mut signals) = mpsc::unbounded_channel();
         let mut partitions = Partitions::default();
+        let mut ahead = ReadAhead::new(inner.guard.verifier().clone());
         let mut tasks = JoinSet::new();
         let mut result = Ok(());
         {
@@ -331,10 +331,7 @@ impl Consumer {
                 // A record that waits behind others has its token verified meanwhile, on
                 // another thread; one its partition takes at once is checked there.
                 if incoming.readable && queue.capacity() < queue.max_capacity() {
-                    inner
-                        .guard
-                        .verifier()
-                        .verify_ahead(&KafkaHeaders::new(record.headers()));
+                    ahead.offer(&KafkaHeaders::new(record.headers()));
                 }
                 tokio::select! {
                     biased;

@@ -148,9 +148,11 @@ impl JetStreamConsumer {
 
     /// How many messages are handled at once (1: in order). While that many
     /// are, as many more (at least 2) are read ahead and their tokens verified
-    /// on the runtime's other threads
-    /// ([`Verifier::verify_ahead`](jwt_relay::Verifier::verify_ahead)); each is
-    /// still decided in its turn.
+    /// on the runtime's other threads ([`ReadAhead`](jwt_relay::ReadAhead));
+    /// each is still decided in its turn. A message read ahead waits
+    /// unacknowledged, as those the client buffers do: with slow handlers,
+    /// keep the consumer's `ack_wait` above the time the messages handled and
+    /// read ahead take together.
     pub fn concurrency(mut self, messages: usize) -> Self {
         self.concurrency = messages.max(1);
         self
@@ -192,8 +194,8 @@ impl JetStreamConsumer {
         };
         let source = messages(self.consumer.clone(), options);
         let handler = &handler;
-        let ahead = verify_ahead(&self.guard);
-        let ahead = |item: &Result<jetstream::Message>| {
+        let mut ahead = verify_ahead(&self.guard);
+        let ahead = move |item: &Result<jetstream::Message>| {
             if let Ok(message) = item {
                 ahead(&message.message);
             }

@@ -12,7 +12,7 @@ use futures_util::stream::{FuturesUnordered, Stream, StreamExt as _};
 use tokio::sync::watch;
 
 use async_nats::Message;
-use jwt_relay::Guard;
+use jwt_relay::{Guard, ReadAhead};
 
 use crate::error::Error;
 use crate::headers::NatsHeadersRef;
@@ -109,12 +109,12 @@ where
     result
 }
 
-/// What [`run_loop`] does with a message read ahead: starts verifying its
-/// token.
-pub(crate) fn verify_ahead(guard: &Guard) -> impl Fn(&Message) + '_ {
-    let verifier = guard.verifier();
+/// What [`run_loop`] does with a message read ahead: offers it to
+/// [`ReadAhead`], which starts verifying its token.
+pub(crate) fn verify_ahead(guard: &Guard) -> impl FnMut(&Message) + use<> {
+    let mut ahead = ReadAhead::new(guard.verifier().clone());
     move |message| {
-        verifier.verify_ahead(&NatsHeadersRef::of(message));
+        ahead.offer(&NatsHeadersRef::of(message));
     }
 }
 

@@ -159,8 +159,8 @@ impl NatsService {
         S: Future<Output = ()>,
     {
         let handler = &handler;
-        let ahead = verify_ahead(&self.guard);
-        let ahead = |request: &Request| ahead(&request.message);
+        let mut ahead = verify_ahead(&self.guard);
+        let ahead = move |request: &Request| ahead(&request.message);
         run_loop(
             endpoint,
             self.concurrency,

@@ -113,9 +113,8 @@ impl NatsSubscriber {
 
     /// How many messages are handled at once (1: in order). While that many
     /// are, as many more (at least 2) are read ahead and their tokens verified
-    /// on the runtime's other threads
-    /// ([`Verifier::verify_ahead`](jwt_relay::Verifier::verify_ahead)); each is
-    /// still decided in its turn.
+    /// on the runtime's other threads ([`ReadAhead`](jwt_relay::ReadAhead));
+    /// each is still decided in its turn.
     pub fn concurrency(mut self, messages: usize) -> Self {
         self.concurrency = messages.max(1);
         self
