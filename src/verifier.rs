@@ -137,16 +137,15 @@ impl Verifier {
     }
 
     /// Starts verifying the token in `headers` on a task of its own, ahead of its message's
-    /// turn, if the verified-token cache does not hold it yet; `true` if it did.
+    /// turn, unless the verified-token cache holds it already; `true` if it started.
     ///
-    /// For consumers that read messages before they handle them (through
-    /// [`ReadAhead`](crate::ReadAhead), which calls this less often while tokens are found
-    /// cached): while one message is handled, the signature checks of those waiting run on
-    /// the runtime's other threads. The
-    /// check in turn ([`verify_headers`](Self::verify_headers), or a [`Guard`](crate::Guard)'s)
-    /// finds the token cached, or waits for that verification instead of repeating it. It still
-    /// decides everything that depends on the time, and a token that failed is checked again
-    /// in turn, which reports why.
+    /// For consumers that read messages before they handle them, through
+    /// [`ReadAhead`](crate::ReadAhead) (which calls this less often while it finds the tokens
+    /// cached): while one message is handled, the signatures of those waiting are checked on
+    /// the runtime's other threads. The check in turn ([`verify_headers`](Self::verify_headers),
+    /// or a [`Guard`](crate::Guard)'s) finds the token cached, or waits for that verification
+    /// instead of repeating it. It still decides everything that depends on the time. A token
+    /// that failed ahead is checked again in turn, which says why.
     ///
     /// Does nothing outside a Tokio runtime, without a cache, for a token already cached or
     /// being verified ahead, or for headers without a readable token (their check in turn
