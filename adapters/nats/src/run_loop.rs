@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt as _};
 use tokio::sync::watch;
 
@@ -43,8 +44,8 @@ impl Stopping {
 /// for the items in flight. Returns the first error.
 ///
 /// While `limit` items are in flight, up to `limit` more (at least 2) are read
-/// ahead and shown to `ahead` (which starts verifying their tokens on other
-/// threads), then started in their turn. Items read ahead are not started if
+/// ahead, as soon as the source has them, and shown to `ahead` (which starts
+/// verifying their tokens on other threads), then started in their turn. Items read ahead are not started if
 /// the run stops first: like those the client still buffers, a JetStream
 /// server delivers them again, and core NATS keeps nothing.
 pub(crate) async fn run_loop<St, A, P, Fut, S>(
@@ -75,6 +76,19 @@ where
             && let Some(item) = waiting.pop_front()
         {
             in_flight.push(process(item, Stopping(stopping.clone())));
+        }
+        // With every slot taken, what the source already holds is read ahead without
+        // waiting: the ones in flight may not wait on anything (a signature checked in place),
+        // and the next token is then checked on another thread meanwhile.
+        while in_flight.len() >= limit && !ended && waiting.len() < read_ahead {
+            match source.next().now_or_never() {
+                Some(Some(item)) => {
+                    ahead(&item);
+                    waiting.push_back(item);
+                }
+                Some(None) => ended = true,
+                None => break,
+            }
         }
         if ended && waiting.is_empty() {
             break;
@@ -164,10 +178,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn with_room_in_flight_nothing_is_read_ahead() {
+    async fn items_already_there_are_read_ahead_even_when_nothing_waits() {
+        // Processing never waits (a signature checked in place): the next item is still read
+        // ahead as each one starts.
         let (ahead, started) = run(1, Duration::ZERO).await;
         assert_eq!(started, (0..10).collect::<Vec<_>>());
-        assert!(ahead.is_empty(), "each item was taken at once: {ahead:?}");
+        assert_eq!(ahead, (1..10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn with_room_in_flight_nothing_is_read_ahead() {
         let (ahead, started) = run(16, Duration::from_millis(2)).await;
         assert_eq!(started.len(), 10);
         assert!(ahead.is_empty(), "16 in flight leave none waiting: {ahead:?}");
