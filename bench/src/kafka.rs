@@ -9,14 +9,14 @@ use futures_util::StreamExt as _;
 use jwt_relay::{AuthContext, Guard, Propagator};
 use jwt_relay_kafka::rdkafka::config::ClientConfig;
 use jwt_relay_kafka::rdkafka::consumer::{Consumer as _, StreamConsumer};
-use jwt_relay_kafka::rdkafka::message::{Header, OwnedHeaders};
+use jwt_relay_kafka::rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use jwt_relay_kafka::rdkafka::mocking::MockCluster;
 use jwt_relay_kafka::rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use jwt_relay_kafka::rdkafka::util::Timeout;
 use jwt_relay_kafka::{Consumer, Producer, ensure_topics};
 
 use crate::measure::{Progress, payload};
-use crate::{Failure, IN_FLIGHT, bearer, concurrently, unique};
+use crate::{Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
 
 pub(crate) struct Kafka {
     name: &'static str,
@@ -156,7 +156,7 @@ impl Kafka {
     }
 
     /// Reads the prepared topic from the start in a new group, storing each offset.
-    pub(crate) async fn consume(&self, wrapped: bool, guard: Guard) -> Result<f64, Failure> {
+    pub(crate) async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
         let (topic, count) = self
             .consume_topic
             .lock()
@@ -164,7 +164,7 @@ impl Kafka {
             .clone()
             .ok_or("nothing prepared")?;
         let progress = Arc::new(Progress::default());
-        if wrapped {
+        if reader == Reader::JwtRelay {
             let ticks = progress.clone();
             let consumer = Consumer::builder(&self.group(), guard)
                 .topic(&topic)
@@ -187,7 +187,15 @@ impl Kafka {
             let mut stream = consumer.stream();
             let read = async {
                 while let Some(record) = stream.next().await {
-                    consumer.store_offset_from_message(&record?)?;
+                    let record = record?;
+                    if reader == Reader::ByHand {
+                        let header = record
+                            .headers()
+                            .and_then(|h| h.iter().find(|h| h.key == "Authorization"))
+                            .and_then(|h| h.value);
+                        check_by_hand(guard.verifier(), header).await?;
+                    }
+                    consumer.store_offset_from_message(&record)?;
                     if progress.tick() == count {
                         break;
                     }

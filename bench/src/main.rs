@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use jwt_relay::{Algorithm, AuthContext, Guard};
+use jwt_relay::{Algorithm, AuthContext, Guard, Verifier};
 use serde_json::{Value, json};
 
 use measure::{Comparison, rate};
@@ -138,12 +138,12 @@ impl Broker {
         }
     }
 
-    async fn consume(&self, wrapped: bool, guard: Guard) -> Result<f64, Failure> {
+    async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
         match self {
-            Broker::Kafka(b) => b.consume(wrapped, guard).await,
-            Broker::RabbitMq(b) => b.consume(wrapped, guard).await,
-            Broker::Nats(b) => b.consume(wrapped, guard).await,
-            Broker::JetStream(b) => b.consume(wrapped, guard).await,
+            Broker::Kafka(b) => b.consume(reader, guard).await,
+            Broker::RabbitMq(b) => b.consume(reader, guard).await,
+            Broker::Nats(b) => b.consume(reader, guard).await,
+            Broker::JetStream(b) => b.consume(reader, guard).await,
         }
     }
 
@@ -216,9 +216,9 @@ async fn main() -> Result<(), Failure> {
 fn print_tables(comparisons: &[Comparison], others: &[Value]) {
     println!();
     println!(
-        "| broker | scenario | operation | raw msg/s | jwt-relay msg/s | ratio | (c): against verification | (c): against the limit |"
+        "| broker | scenario | operation | raw msg/s | jwt-relay msg/s | ratio | consume: checked by hand msg/s | consume: jwt-relay / by hand | (c): against verification | (c): against the limit |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for comparison in comparisons {
         println!("{}", comparison.markdown());
     }
@@ -313,12 +313,19 @@ async fn measure(broker: &Broker, keys: &Keys, args: &Args) -> Result<Vec<Compar
         broker.prepare(&tokens).await?;
         let mut comparison = Comparison::new(broker.name(), scenario, "consume", messages);
         for run in 0..args.runs {
-            for wrapped in [run % 2 == 1, run % 2 == 0] {
+            // Each goes first in turn, so warming up favours none.
+            for reader in Reader::ALL
+                .iter()
+                .cycle()
+                .skip(run)
+                .take(Reader::ALL.len())
+                .copied()
+            {
                 let mut lost = 0;
                 let rate = loop {
                     // A new verifier each time: its cache starts empty, as a new consumer's would.
                     let guard = Guard::new(keys.verifier_with_cache(10_000)?);
-                    match broker.consume(wrapped, guard).await {
+                    match broker.consume(reader, guard).await {
                         Err(e) if lost < 2 && e.is::<nats::Lost>() => {
                             lost += 1;
                             eprintln!("  core NATS lost messages, measuring again: {e}");
@@ -326,12 +333,8 @@ async fn measure(broker: &Broker, keys: &Keys, args: &Args) -> Result<Vec<Compar
                         rate => break rate?,
                     }
                 };
-                eprintln!(
-                    "  {} consume, {}: {rate:.0}/s",
-                    scenario.label(),
-                    if wrapped { "jwt-relay" } else { "raw" }
-                );
-                comparison.push(wrapped, rate);
+                eprintln!("  {} consume, {}: {rate:.0}/s", scenario.label(), reader.name());
+                comparison.push_read(reader, rate);
             }
         }
         if distinct {
@@ -368,6 +371,42 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// Who reads the messages of a consume run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The raw client: it reads and acks (or stores the offset), and nothing more.
+    Raw,
+    /// The raw client and a check written by hand: the token read from its header and verified
+    /// in place, one message at a time, before the ack. The least a consumer that checks
+    /// identity does.
+    ByHand,
+    /// jwt-relay's consumer.
+    JwtRelay,
+}
+
+impl Reader {
+    const ALL: [Reader; 3] = [Reader::Raw, Reader::ByHand, Reader::JwtRelay];
+
+    fn name(self) -> &'static str {
+        match self {
+            Reader::Raw => "raw",
+            Reader::ByHand => "raw, checked by hand",
+            Reader::JwtRelay => "jwt-relay",
+        }
+    }
+}
+
+/// A hand-written consumer's check of one message: its `Authorization` header's bearer token,
+/// verified (through `verifier`'s cache, as the jwt-relay consumer's is).
+async fn check_by_hand(verifier: &Verifier, value: Option<&[u8]>) -> Result<(), Failure> {
+    let value = value.ok_or("a message without an Authorization header")?;
+    let token = std::str::from_utf8(value)?
+        .strip_prefix("Bearer ")
+        .ok_or("an Authorization header without a bearer token")?;
+    verifier.verify(token).await?;
+    Ok(())
+}
+
 /// A name no other run or measurement uses.
 fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -397,4 +436,33 @@ fn reachable(address: &str) -> Result<(), String> {
         }
     }
     Err(format!("nothing answers at {authority}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_check_by_hand_verifies_the_bearer_token_and_refuses_anything_else() -> Result<(), Failure> {
+        let keys = Keys::generate()?;
+        let verifier = keys.verifier_with_cache(10)?;
+        let token = keys.token(Algorithm::ES256, "alice")?;
+        check_by_hand(&verifier, Some(bearer(&token).as_bytes())).await?;
+        assert!(check_by_hand(&verifier, None).await.is_err(), "no header");
+        assert!(
+            check_by_hand(&verifier, Some(token.as_bytes())).await.is_err(),
+            "no Bearer prefix"
+        );
+        // A character in the middle of the signature, changed.
+        let at = token.len() - 10;
+        let swapped = if &token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+        assert!(
+            check_by_hand(&verifier, Some(bearer(&forged).as_bytes()))
+                .await
+                .is_err(),
+            "a bad signature"
+        );
+        Ok(())
+    }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::Reader;
 use crate::tokens::Scenario;
 
 /// Every message's payload: 1 KiB.
@@ -74,6 +75,8 @@ pub(crate) struct Comparison {
     pub(crate) messages: usize,
     pub(crate) raw: Vec<f64>,
     pub(crate) wrapped: Vec<f64>,
+    /// Consume: the raw client with the token checked by hand.
+    pub(crate) by_hand: Vec<f64>,
     /// For distinct tokens: the pure verification rate of the same tokens, in the same run.
     pub(crate) verify: Option<f64>,
 }
@@ -87,6 +90,7 @@ impl Comparison {
             messages,
             raw: Vec::new(),
             wrapped: Vec::new(),
+            by_hand: Vec::new(),
             verify: None,
         }
     }
@@ -98,6 +102,21 @@ impl Comparison {
         } else {
             self.raw.push(rate);
         }
+    }
+
+    /// One consume run's rate.
+    pub(crate) fn push_read(&mut self, reader: Reader, rate: f64) {
+        match reader {
+            Reader::Raw => self.raw.push(rate),
+            Reader::ByHand => self.by_hand.push(rate),
+            Reader::JwtRelay => self.wrapped.push(rate),
+        }
+    }
+
+    /// Consume: jwt-relay over the raw client with the token checked by hand.
+    pub(crate) fn ratio_to_by_hand(&self) -> Option<f64> {
+        (!self.by_hand.is_empty())
+            .then(|| self.wrapped_median() / median(&mut self.by_hand.clone()).max(1e-9))
     }
 
     pub(crate) fn raw_median(&self) -> f64 {
@@ -132,6 +151,10 @@ impl Comparison {
             "wrapped_per_s": self.wrapped_median().round(),
             "ratio": (self.ratio() * 1000.0).round() / 1000.0,
         });
+        if let Some(ratio) = self.ratio_to_by_hand() {
+            line["by_hand_per_s"] = json!(median(&mut self.by_hand.clone()).round());
+            line["ratio_to_by_hand"] = json!((ratio * 1000.0).round() / 1000.0);
+        }
         if let Some(verify) = self.verify {
             line["verify_per_s"] = json!(verify.round());
             line["ratio_to_verify"] = json!((self.wrapped_median() / verify * 1000.0).round() / 1000.0);
@@ -151,16 +174,56 @@ impl Comparison {
             .ratio_to_limit()
             .map(|ratio| format!("{ratio:.2}"))
             .unwrap_or_default();
+        let (by_hand, against_by_hand) = self
+            .ratio_to_by_hand()
+            .map(|ratio| {
+                (
+                    format!("{:.0}", median(&mut self.by_hand.clone())),
+                    format!("{ratio:.3}"),
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.3} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.3} | {} | {} | {} | {} |",
             self.broker,
             self.scenario,
             self.operation,
             self.raw_median(),
             self.wrapped_median(),
             self.ratio(),
+            by_hand,
+            against_by_hand,
             against_verify,
             against_limit
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::Scenario;
+
+    #[test]
+    fn each_reader_has_its_own_median_and_jwt_relay_is_compared_with_the_check_by_hand() {
+        let mut comparison = Comparison::new("kafka", Scenario::Shared, "consume", 10);
+        for (raw, by_hand, wrapped) in [(100.0, 50.0, 40.0), (300.0, 70.0, 60.0), (200.0, 60.0, 30.0)] {
+            comparison.push_read(Reader::Raw, raw);
+            comparison.push_read(Reader::ByHand, by_hand);
+            comparison.push_read(Reader::JwtRelay, wrapped);
+        }
+        assert_eq!(comparison.raw_median(), 200.0);
+        assert_eq!(comparison.wrapped_median(), 40.0);
+        assert_eq!(comparison.ratio_to_by_hand(), Some(40.0 / 60.0));
+        let line = comparison.json();
+        assert_eq!(line["by_hand_per_s"], 60.0);
+        assert!(comparison.markdown().contains("| 60 | 0.667 |"));
+
+        let publish = Comparison::new("kafka", Scenario::Shared, "publish", 10);
+        assert_eq!(
+            publish.ratio_to_by_hand(),
+            None,
+            "publishing has no check by hand"
+        );
     }
 }

@@ -13,12 +13,18 @@ use jwt_relay_nats::{JetStreamConsumer, JetStreamPublisher, NatsPublisher, NatsS
 use tokio::sync::Notify;
 
 use crate::measure::{Progress, payload, rate};
-use crate::{Failure, IN_FLIGHT, bearer, concurrently, unique};
+use crate::{Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
 
 fn headers_with(token: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("Authorization", bearer(token).as_str());
     headers
+}
+
+/// The `Authorization` header's value, as a hand-written consumer reads it.
+fn authorization(message: &async_nats::Message) -> Option<&[u8]> {
+    let value = message.headers.as_ref()?.get("Authorization")?;
+    Some(value.as_str().as_bytes())
 }
 
 /// Publishes one message per token on `client` to `subject`, headers written by hand.
@@ -141,7 +147,7 @@ impl NatsCore {
     }
 
     /// Subscribes, then has the second connection publish every message.
-    pub(crate) async fn consume(&self, wrapped: bool, guard: Guard) -> Result<f64, Failure> {
+    pub(crate) async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let count = tokens.len();
         let subject = unique("bench.consume");
@@ -156,7 +162,7 @@ impl NatsCore {
                     .map_err(|e| e.to_string())
             })
         };
-        if wrapped {
+        if reader == Reader::JwtRelay {
             let settled = stop_after(count, &progress, &done);
             let subscription = NatsSubscriber::new(self.client.clone(), guard)
                 .on_event(move |_| settled())
@@ -187,11 +193,15 @@ impl NatsCore {
             self.client.flush().await?;
             let fed = feed();
             let read = async {
-                while subscriber.next().await.is_some() {
+                while let Some(message) = subscriber.next().await {
+                    if reader == Reader::ByHand {
+                        check_by_hand(guard.verifier(), authorization(&message)).await?;
+                    }
                     if progress.tick() == count {
                         break;
                     }
                 }
+                Ok::<(), Failure>(())
             };
             tokio::time::timeout(crate::tokens::PATIENCE, read)
                 .await
@@ -200,7 +210,7 @@ impl NatsCore {
                         "the raw subscriber got {} of {count} messages in time",
                         progress.tick() - 1
                     ))
-                })?;
+                })??;
             fed.await??;
         }
         Ok(progress.rate())
@@ -297,7 +307,7 @@ impl JetStream {
     }
 
     /// A new pull consumer reads the stream from its start, acking each message.
-    pub(crate) async fn consume(&self, wrapped: bool, guard: Guard) -> Result<f64, Failure> {
+    pub(crate) async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
         let count = *self.prepared.lock().unwrap_or_else(|p| p.into_inner());
         let stream = self.jetstream.get_stream(&self.stream).await?;
         let name = unique("bench").replace('.', "_");
@@ -308,7 +318,7 @@ impl JetStream {
             })
             .await?;
         let progress = Arc::new(Progress::default());
-        if wrapped {
+        if reader == Reader::JwtRelay {
             let done = Arc::new(Notify::new());
             let settled = stop_after(count, &progress, &done);
             let report = tokio::time::timeout(
@@ -328,7 +338,11 @@ impl JetStream {
             let mut messages = consumer.messages().await?;
             let read = async {
                 while let Some(message) = messages.next().await {
-                    message?.ack().await?;
+                    let message = message?;
+                    if reader == Reader::ByHand {
+                        check_by_hand(guard.verifier(), authorization(&message)).await?;
+                    }
+                    message.ack().await?;
                     if progress.tick() == count {
                         break;
                     }

@@ -15,7 +15,7 @@ use jwt_relay_rabbitmq::lapin::{BasicProperties, Channel, Connection};
 use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Topology};
 
 use crate::measure::{Progress, payload};
-use crate::{Failure, IN_FLIGHT, bearer, concurrently, unique};
+use crate::{Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
 
 const PREFETCH: u16 = 10;
 
@@ -124,12 +124,12 @@ impl RabbitMq {
     }
 
     /// Fills the queue (untimed), then consumes and acks every message.
-    pub(crate) async fn consume(&self, wrapped: bool, guard: Guard) -> Result<f64, Failure> {
+    pub(crate) async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.publish_raw(&tokens).await?;
         let count = tokens.len();
         let progress = Arc::new(Progress::default());
-        if wrapped {
+        if reader == Reader::JwtRelay {
             let ticks = progress.clone();
             let report = tokio::time::timeout(
                 crate::tokens::PATIENCE,
@@ -163,7 +163,20 @@ impl RabbitMq {
                 .await?;
             let read = async {
                 while let Some(delivery) = consumer.next().await {
-                    delivery?.ack(BasicAckOptions::default()).await?;
+                    let delivery = delivery?;
+                    if reader == Reader::ByHand {
+                        let header = delivery
+                            .properties
+                            .headers()
+                            .as_ref()
+                            .and_then(|h| h.inner().get("Authorization"));
+                        let value = match header {
+                            Some(AMQPValue::LongString(value)) => Some(value.as_bytes()),
+                            _ => None,
+                        };
+                        check_by_hand(guard.verifier(), value).await?;
+                    }
+                    delivery.ack(BasicAckOptions::default()).await?;
                     if progress.tick() == count {
                         break;
                     }
