@@ -440,6 +440,7 @@ fn reachable(address: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic_in_result_fn)]
     use super::*;
 
     #[tokio::test]
