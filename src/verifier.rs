@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::ahead::Ahead;
+use crate::ahead::{Ahead, Waited};
 use crate::carrier::Extractor;
 use crate::claims::Claims;
 use crate::context::{AuthContext, Verified};
@@ -145,7 +145,9 @@ impl Verifier {
     /// the runtime's other threads. The check in turn ([`verify_headers`](Self::verify_headers),
     /// or a [`Guard`](crate::Guard)'s) finds the token cached, or waits for that verification
     /// instead of repeating it. It still decides everything that depends on the time. A token
-    /// that failed ahead is checked again in turn, which says why.
+    /// that failed ahead for a reason of its own (a bad signature, a foreign issuer) gets the
+    /// same error in turn without a second check; one that failed for a reason that can change
+    /// by its turn (the key set unreachable, an unknown key id) is checked again.
     ///
     /// Does nothing outside a Tokio runtime, without a cache, for a token already cached or
     /// being verified ahead, or for headers without a readable token (their check in turn
@@ -185,12 +187,15 @@ impl Verifier {
         let verifier = self.clone();
         runtime.spawn(async move {
             let token = running.token();
-            if let Ok(verified) = verifier.verify_signed(token, true).await
-                && let Some(cache) = &verifier.inner.cache
-            {
-                cache.insert(&AuthContext::new(token, Arc::new(verified)));
+            match verifier.verify_signed(token, true).await {
+                Ok(verified) => {
+                    if let Some(cache) = &verifier.inner.cache {
+                        cache.insert(&AuthContext::new(token, Arc::new(verified)));
+                    }
+                }
+                Err(e) => running.failed(&e),
             }
-            // Cached first, then its waiters woken.
+            // Cached (or failed) first, then its waiters woken.
             drop(running);
         });
         true
@@ -226,15 +231,23 @@ impl Verifier {
     /// is checked), and caches it if its signature, issuer and audience hold.
     async fn verify_fresh(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
         let started = Instant::now();
-        if self.inner.ahead.wait_for(token).await
-            && let Some(cached) = self
-                .inner
-                .cache
-                .as_ref()
-                .and_then(|c| c.get(token, Instant::now()))
-        {
-            metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
-            return check_time(cached, unix_seconds(now));
+        match self.inner.ahead.wait_for(token).await {
+            Waited::Nothing => {}
+            Waited::Failed(e) => {
+                metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
+                return Err(e);
+            }
+            Waited::Ended => {
+                if let Some(cached) = self
+                    .inner
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.get(token, Instant::now()))
+                {
+                    metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
+                    return check_time(cached, unix_seconds(now));
+                }
+            }
         }
         let verified = self.verify_signed(token, false).await.map(|verified| {
             let context = AuthContext::new(token, Arc::new(verified));
