@@ -1,8 +1,9 @@
 //! Remote key sets against a real local HTTP server: one fetch serves many
 //! tokens, rotation is picked up, unknown `kid` storms and cold starts share
 //! one fetch, outages keep the last good set serving and fail new keys as
-//! transient, and hostile answers (slow, oversize, redirect, wrong status,
-//! bad documents) make the set unavailable instead of trusted.
+//! transient (and a check ahead of a message's turn that found the set down
+//! is tried again in turn), and hostile answers (slow, oversize, redirect,
+//! wrong status, bad documents) make the set unavailable instead of trusted.
 //!
 //! Every fetch count is read from the server.
 
@@ -271,6 +272,27 @@ async fn a_cold_start_during_an_outage_shares_one_failed_fetch() {
         1,
         "200 cold verifications during an outage, one fetch"
     );
+}
+
+// 4d. A check ahead of the message's turn that found the key set down is not the turn's verdict:
+// the turn tries the key set again (it may be back by then).
+#[tokio::test]
+async fn a_check_ahead_that_found_the_key_set_down_is_tried_again_in_turn() {
+    let server = JwksServer::start(fixture("jwks-rsa-a.json")).await;
+    server.set_mode(Mode::Status(StatusCode::SERVICE_UNAVAILABLE));
+    let verifier = verifier_for(&server, RemoteOptions::default().cooldown(Duration::ZERO));
+    let alice = token(&Signer::rsa_a(), "alice");
+    let mut headers = jwt_relay::Headers::new();
+    headers.append("Authorization", format!("Bearer {alice}"));
+    assert!(verifier.verify_ahead(&headers), "started");
+    // In turn, while the check ahead runs (this test's runtime has one thread): it waits for it,
+    // then fetches again itself.
+    assert_unavailable(&verify_err(&verifier, &alice).await);
+    assert_eq!(server.jwks_hits(), 2, "one fetch ahead, one in turn");
+
+    server.set_mode(Mode::Ok);
+    let ctx = verifier.verify(&alice).await.expect("the key set is back");
+    assert_eq!(ctx.subject(), Some("alice"));
 }
 
 // 4c. Outage where the endpoint hangs instead of refusing: the last good set
