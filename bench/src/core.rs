@@ -14,11 +14,11 @@ use serde_json::{Value, json};
 
 use crate::measure::quantile;
 use crate::tokens::{AUDIENCE, ISSUER, Keys};
-use crate::{Failure, bearer, concurrently};
+use crate::{AUTHORIZATION, Failure, bearer, concurrently};
 
 fn headers_with(token: &str) -> Headers {
     let mut headers = Headers::new();
-    headers.append("Authorization", bearer(token));
+    headers.append(AUTHORIZATION, bearer(token));
     headers
 }
 

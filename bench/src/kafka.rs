@@ -16,7 +16,7 @@ use jwt_relay_kafka::rdkafka::util::Timeout;
 use jwt_relay_kafka::{Consumer, Producer, ensure_topics};
 
 use crate::measure::{Progress, payload};
-use crate::{Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
+use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
 
 pub(crate) struct Kafka {
     name: &'static str,
@@ -130,7 +130,7 @@ impl Kafka {
             let body = &body;
             async move {
                 let headers = OwnedHeaders::new().insert(Header {
-                    key: "Authorization",
+                    key: AUTHORIZATION,
                     value: Some(&value),
                 });
                 let record = FutureRecord::<(), [u8]>::to(topic)
@@ -191,7 +191,7 @@ impl Kafka {
                     if reader == Reader::ByHand {
                         let header = record
                             .headers()
-                            .and_then(|h| h.iter().find(|h| h.key == "Authorization"))
+                            .and_then(|h| h.iter().find(|h| h.key == AUTHORIZATION))
                             .and_then(|h| h.value);
                         check_by_hand(guard.verifier(), header).await?;
                     }

@@ -366,6 +366,9 @@ where
     Ok(rate(n, started.elapsed()))
 }
 
+/// The header the raw clients write and read the token in, by hand.
+const AUTHORIZATION: &str = "Authorization";
+
 /// The header value a raw client writes by hand.
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")

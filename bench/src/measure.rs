@@ -97,11 +97,7 @@ impl Comparison {
 
     /// One run's rate.
     pub(crate) fn push(&mut self, wrapped: bool, rate: f64) {
-        if wrapped {
-            self.wrapped.push(rate);
-        } else {
-            self.raw.push(rate);
-        }
+        self.push_read(if wrapped { Reader::JwtRelay } else { Reader::Raw }, rate);
     }
 
     /// One consume run's rate.
@@ -115,8 +111,12 @@ impl Comparison {
 
     /// Consume: jwt-relay over the raw client with the token checked by hand.
     pub(crate) fn ratio_to_by_hand(&self) -> Option<f64> {
-        (!self.by_hand.is_empty())
-            .then(|| self.wrapped_median() / median(&mut self.by_hand.clone()).max(1e-9))
+        Some(self.wrapped_median() / self.by_hand_median()?.max(1e-9))
+    }
+
+    /// Consume: the median of the runs checked by hand (none for a publish).
+    pub(crate) fn by_hand_median(&self) -> Option<f64> {
+        (!self.by_hand.is_empty()).then(|| median(&mut self.by_hand.clone()))
     }
 
     pub(crate) fn raw_median(&self) -> f64 {
@@ -151,8 +151,8 @@ impl Comparison {
             "wrapped_per_s": self.wrapped_median().round(),
             "ratio": (self.ratio() * 1000.0).round() / 1000.0,
         });
-        if let Some(ratio) = self.ratio_to_by_hand() {
-            line["by_hand_per_s"] = json!(median(&mut self.by_hand.clone()).round());
+        if let (Some(by_hand), Some(ratio)) = (self.by_hand_median(), self.ratio_to_by_hand()) {
+            line["by_hand_per_s"] = json!(by_hand.round());
             line["ratio_to_by_hand"] = json!((ratio * 1000.0).round() / 1000.0);
         }
         if let Some(verify) = self.verify {
@@ -174,14 +174,13 @@ impl Comparison {
             .ratio_to_limit()
             .map(|ratio| format!("{ratio:.2}"))
             .unwrap_or_default();
-        let (by_hand, against_by_hand) = self
+        let by_hand = self
+            .by_hand_median()
+            .map(|rate| format!("{rate:.0}"))
+            .unwrap_or_default();
+        let against_by_hand = self
             .ratio_to_by_hand()
-            .map(|ratio| {
-                (
-                    format!("{:.0}", median(&mut self.by_hand.clone())),
-                    format!("{ratio:.3}"),
-                )
-            })
+            .map(|ratio| format!("{ratio:.3}"))
             .unwrap_or_default();
         format!(
             "| {} | {} | {} | {:.0} | {:.0} | {:.3} | {} | {} | {} | {} |",

@@ -13,17 +13,17 @@ use jwt_relay_nats::{JetStreamConsumer, JetStreamPublisher, NatsPublisher, NatsS
 use tokio::sync::Notify;
 
 use crate::measure::{Progress, payload, rate};
-use crate::{Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
+use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
 
 fn headers_with(token: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("Authorization", bearer(token).as_str());
+    headers.insert(AUTHORIZATION, bearer(token).as_str());
     headers
 }
 
 /// The `Authorization` header's value, as a hand-written consumer reads it.
 fn authorization(message: &async_nats::Message) -> Option<&[u8]> {
-    let value = message.headers.as_ref()?.get("Authorization")?;
+    let value = message.headers.as_ref()?.get(AUTHORIZATION)?;
     Some(value.as_str().as_bytes())
 }
 

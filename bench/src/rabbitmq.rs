@@ -15,7 +15,7 @@ use jwt_relay_rabbitmq::lapin::{BasicProperties, Channel, Connection};
 use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Topology};
 
 use crate::measure::{Progress, payload};
-use crate::{Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
+use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
 
 const PREFETCH: u16 = 10;
 
@@ -58,7 +58,7 @@ impl RabbitMq {
         concurrently(tokens.len(), IN_FLIGHT, |i| {
             let mut headers = FieldTable::default();
             headers.insert(
-                "Authorization".into(),
+                AUTHORIZATION.into(),
                 AMQPValue::LongString(LongString::from(bearer(&tokens[i]))),
             );
             // Persistent, as jwt-relay's publisher sends by default.
@@ -169,7 +169,7 @@ impl RabbitMq {
                             .properties
                             .headers()
                             .as_ref()
-                            .and_then(|h| h.inner().get("Authorization"));
+                            .and_then(|h| h.inner().get(AUTHORIZATION));
                         let value = match header {
                             Some(AMQPValue::LongString(value)) => Some(value.as_bytes()),
                             _ => None,
