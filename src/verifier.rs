@@ -231,33 +231,29 @@ impl Verifier {
     /// is checked), and caches it if its signature, issuer and audience hold.
     async fn verify_fresh(&self, token: &str, now: SystemTime) -> Result<AuthContext> {
         let started = Instant::now();
+        let verified = self.verified_context(token).await;
+        metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
+        check_time(verified?, unix_seconds(now))
+    }
+
+    /// The token's verified context, the clock aside: what a verification ahead of its turn
+    /// left (in the cache, or its failure), or else verified now and cached.
+    async fn verified_context(&self, token: &str) -> Result<AuthContext> {
+        let cache = self.inner.cache.as_ref();
         match self.inner.ahead.wait_for(token).await {
             Waited::Nothing => {}
-            Waited::Failed(e) => {
-                metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
-                return Err(e);
-            }
+            Waited::Failed(e) => return Err(e),
             Waited::Ended => {
-                if let Some(cached) = self
-                    .inner
-                    .cache
-                    .as_ref()
-                    .and_then(|c| c.get(token, Instant::now()))
-                {
-                    metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
-                    return check_time(cached, unix_seconds(now));
+                if let Some(cached) = cache.and_then(|c| c.get(token, Instant::now())) {
+                    return Ok(cached);
                 }
             }
         }
-        let verified = self.verify_signed(token, false).await.map(|verified| {
-            let context = AuthContext::new(token, Arc::new(verified));
-            if let Some(cache) = &self.inner.cache {
-                cache.insert(&context);
-            }
-            context
-        });
-        metrics::histogram!(observe::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
-        check_time(verified?, unix_seconds(now))
+        let context = AuthContext::new(token, Arc::new(self.verify_signed(token, false).await?));
+        if let Some(cache) = cache {
+            cache.insert(&context);
+        }
+        Ok(context)
     }
 
     /// The cached verdict on `token`, its time checked against `now`; `read_at` is the
