@@ -16,7 +16,8 @@ use crate::error::Error;
 #[derive(Debug)]
 pub enum EventOutcome<'a> {
     /// The handler ran with this identity and succeeded, and the message
-    /// was settled (acknowledged, its offset stored).
+    /// was settled (acknowledged, or on JetStream its ack queued to go out
+    /// with the next group; on Kafka its offset stored).
     Accepted(&'a AuthContext),
     /// The message is bad (a permanent verification failure, or a handler
     /// out of attempts): reported, and a copy without the token published to

@@ -16,6 +16,7 @@ use jwt_relay::{
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use crate::acks::{Acks, settled};
 use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
 use crate::delivery::{Delivery, JetStreamMeta, Shared};
 use crate::error::{Error, Result};
@@ -31,7 +32,7 @@ use crate::run_loop::{Stopping, run_loop, verify_ahead};
 ///
 /// | outcome | what happens to the message |
 /// |---|---|
-/// | `Accept` | the handler runs in the identity's [`jwt_relay::scope`], with `in_progress` acks while it works; success → `ack` (a double ack when [configured](Self::double_ack)) |
+/// | `Accept` | the handler runs in the identity's [`jwt_relay::scope`], with `in_progress` acks while it works; success → `ack`, sent with the other acks ready (a double ack when [configured](Self::double_ack)) |
 /// | handler error or panic | `nak` with the [`Backoff`] delay, until the last allowed delivery ([`max_attempts`](Self::max_attempts), else the consumer's `max_deliver`, else 3); then dead-lettered (`Handler`) |
 /// | `Reject` | a copy with the reason headers and without the token is published to the dead-letter subject (`<subject>.dlq` by default) and its store acknowledged, then the original is `term`ed. If the copy cannot be stored, the original is `nak`ed instead: never lost |
 /// | `Retry` | `nak` with the delay. At the consumer's last allowed delivery (`max_deliver`), when the server would not deliver it again, the message is held here instead, with `in_progress` acks, and checked again after the delay |
@@ -40,6 +41,13 @@ use crate::run_loop::{Stopping, run_loop, verify_ahead};
 /// The JetStream metadata timestamp (set by the server when it stored the
 /// message) is given to the expiry policy as a broker-set publish time, so
 /// [`Grace`](jwt_relay::Grace) works; the delivery count is the attempt.
+///
+/// Acks of handled messages are sent in groups: when the consumer is about
+/// to wait for anything (the next message, a handler), or after 64 messages
+/// handled without waiting, so that a fast consumer does not pay one socket
+/// write and one wake-up of the connection per message. When the run stops,
+/// they are sent and confirmed before `run` returns. Naks, terms and
+/// `in_progress` acks go at once.
 ///
 /// Capture the dead-letter subject with a stream (see
 /// [`Topology`](crate::Topology)), and keep it outside the consumer's
@@ -86,8 +94,8 @@ struct Received {
 
 impl JetStreamConsumer {
     /// Consumes `consumer` (a pull consumer with explicit acks) through
-    /// `guard`: dead letters to `<subject>.dlq` without the token, single
-    /// acks, the default [`Backoff`] between handler attempts, `in_progress`
+    /// `guard`: dead letters to `<subject>.dlq` without the token, acks
+    /// sent in groups, the default [`Backoff`] between handler attempts, `in_progress`
     /// every half `ack_wait`, one message at a time.
     pub fn new(consumer: PullConsumer, guard: Guard) -> Self {
         let mut reporter = Reporter::default();
@@ -119,7 +127,8 @@ impl JetStreamConsumer {
         self
     }
 
-    /// Waits for the server to confirm each `ack` and `term` (a double ack).
+    /// Waits for the server to confirm each `ack` and `term` (a double ack),
+    /// one message at a time: slower, and no ack is grouped with others.
     pub fn double_ack(mut self) -> Self {
         self.double_ack = true;
         self
@@ -200,15 +209,21 @@ impl JetStreamConsumer {
                 ahead(&message.message);
             }
         };
+        // A double ack waits for each confirmation: nothing to group.
+        let acks = (!self.double_ack).then(Acks::default);
+        let acks = acks.as_ref();
         run_loop(
             source,
             self.concurrency,
             ahead,
             shutdown,
+            acks,
             |item, stopping| async move {
                 let message = item?;
                 let span = self.reporter.span(&message.message);
-                self.process(message, handler, stopping).instrument(span).await
+                self.process(message, handler, stopping, acks)
+                    .instrument(span)
+                    .await
             },
         )
         .await?;
@@ -249,6 +264,7 @@ impl JetStreamConsumer {
         message: jetstream::Message,
         handler: &H,
         mut stopping: Stopping,
+        acks: Option<&Acks>,
     ) -> Result<()>
     where
         H: Fn(Delivery) -> Fut,
@@ -286,7 +302,7 @@ impl JetStreamConsumer {
             let headers = NatsHeadersRef::of(&received.message.message);
             match self.guard.check(&headers, &info).await {
                 Outcome::Accept(context) => {
-                    return self.handle(&received, context, handler, &stopping).await;
+                    return self.handle(&received, context, handler, &stopping, acks).await;
                 }
                 Outcome::Reject(reason) => {
                     self.dead_letter(&received, &reason, &stopping).await;
@@ -332,6 +348,7 @@ impl JetStreamConsumer {
         context: jwt_relay::AuthContext,
         handler: &H,
         stopping: &Stopping,
+        acks: Option<&Acks>,
     ) -> Result<()>
     where
         H: Fn(Delivery) -> Fut,
@@ -346,7 +363,10 @@ impl JetStreamConsumer {
         let work = run_handler(context.clone(), async { handler(delivery).await });
         let failure = match self.with_progress(&received.message, work).await {
             Ok(()) => {
-                self.settle(&received.message, AckKind::Ack, stopping).await;
+                match acks {
+                    Some(acks) if !stopping.is_stopping() => acks.queue(received.message.clone()),
+                    _ => self.settle(&received.message, AckKind::Ack, stopping).await,
+                }
                 self.report(received, EventOutcome::Accepted(&context));
                 return Ok(());
             }
@@ -476,9 +496,7 @@ impl JetStreamConsumer {
         } else {
             message.ack_with(kind).await
         };
-        if let Err(e) = sent {
-            tracing::warn!(subject = %message.subject, ?kind, "cannot settle (the server will redeliver): {e}");
-        }
+        settled(message, kind, sent);
     }
 
     fn report(&self, received: &Received, outcome: EventOutcome<'_>) {

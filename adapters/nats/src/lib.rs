@@ -80,6 +80,7 @@
 //! the token, then terminated; a key-set outage makes messages wait (`nak`
 //! with a delay) instead of failing them.
 
+mod acks;
 mod dead_letter;
 mod delivery;
 mod error;

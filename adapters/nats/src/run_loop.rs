@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use async_nats::Message;
 use jwt_relay::{Guard, ReadAhead};
 
+use crate::acks::Acks;
 use crate::error::Error;
 use crate::headers::NatsHeadersRef;
 
@@ -48,11 +49,17 @@ impl Stopping {
 /// verifying their tokens on other threads), then started in their turn. Items read ahead are not started if
 /// the run stops first: like those the client still buffers, a JetStream
 /// server delivers them again, and core NATS keeps nothing.
+///
+/// With `acks` (a JetStream consumer without double acks), the acks that
+/// `process` queued are sent when a group is full and whenever nothing else
+/// is ready, before the loop waits; when it stops, they are sent and
+/// confirmed before the items in flight are waited for.
 pub(crate) async fn run_loop<St, A, P, Fut, S>(
     source: St,
     limit: usize,
     mut ahead: A,
     shutdown: S,
+    acks: Option<&Acks>,
     mut process: P,
 ) -> Result<(), Error>
 where
@@ -72,6 +79,11 @@ where
     let mut ended = false;
     let mut result = Ok(());
     loop {
+        if let Some(acks) = acks
+            && acks.is_full()
+        {
+            acks.send().await;
+        }
         while in_flight.len() < limit
             && let Some(item) = waiting.pop_front()
         {
@@ -93,6 +105,7 @@ where
         if ended && waiting.is_empty() {
             break;
         }
+        let unsent = acks.filter(|acks| !acks.is_empty());
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -112,9 +125,18 @@ where
                 }
                 None => ended = true,
             },
+            // Taken only when no branch above is ready: the loop would wait.
+            () = std::future::ready(()), if unsent.is_some() => {
+                if let Some(acks) = unsent {
+                    acks.send().await;
+                }
+            }
         }
     }
     stop.send_replace(true);
+    if let Some(acks) = acks {
+        acks.confirm().await;
+    }
     while let Some(done) = in_flight.next().await {
         if let (Err(e), Ok(())) = (done, &result) {
             result = Err(e);
@@ -151,6 +173,7 @@ mod tests {
             limit,
             |item| ahead.borrow_mut().push(*item),
             std::future::pending(),
+            None,
             |item, _| {
                 started.borrow_mut().push(item);
                 let in_flight = &in_flight;

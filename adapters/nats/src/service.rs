@@ -166,6 +166,7 @@ impl NatsService {
             self.concurrency,
             ahead,
             shutdown,
+            None,
             |request, _| async move {
                 let message = &request.message;
                 self.process(message, Responder::Micro(&request), handler)
@@ -196,6 +197,7 @@ impl NatsService {
             self.concurrency,
             verify_ahead(&self.guard),
             shutdown,
+            None,
             |message, _| async move {
                 self.process(&message, Responder::Plain(&self.client, &message), handler)
                     .instrument(self.reporter.span(&message))

@@ -315,6 +315,7 @@ impl Subscription {
             config.concurrency,
             verify_ahead(&config.guard),
             shutdown,
+            None,
             |message, stopping| {
                 let span = config_ref.reporter.span(&message);
                 config_ref.process(message, handler, stopping).instrument(span)

@@ -1,11 +1,13 @@
 //! A JetStream consumer's life: a halt stops it and leaves the message, a
-//! shutdown lets the handler in flight finish and ack, and `in_progress`
-//! acks keep a long handler's message from being redelivered.
+//! shutdown lets the handler in flight finish and ack, `in_progress` acks
+//! keep a long handler's message from being redelivered, and acks sent in
+//! groups neither wait for more messages nor stay unsent when the run stops.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -179,5 +181,100 @@ async fn in_progress_acks_keep_a_long_handler_from_being_redelivered() {
     stop.send(()).ok();
     run.await.unwrap().expect("the run ends cleanly");
     assert_eq!(*deliveries.lock().unwrap(), [Some(1)], "delivered once");
+    setup.delete().await;
+}
+
+/// Publishes `count` messages, each with a token.
+async fn publish_many(setup: &Setup, subject: &str, count: usize) {
+    for i in 0..count {
+        setup
+            .js
+            .publish_with_headers(
+                subject.to_owned(),
+                headers(Some(&token("alice", 300)), &i.to_string()),
+                "x".into(),
+            )
+            .await
+            .expect("sent")
+            .await
+            .expect("stored");
+    }
+}
+
+/// The consumer's unacknowledged messages and its ack floor (stream sequence).
+async fn acked(setup: &Setup, name: &str) -> (usize, u64) {
+    let info = setup.declared.stream.consumer_info(name).await.expect("info");
+    (info.num_ack_pending, info.ack_floor.stream_sequence)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_are_sent_while_the_run_waits_for_more_messages() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let setup = Setup::new(client.clone()).await;
+    let subject = setup.subject("few");
+    // Fewer than a group of acks.
+    publish_many(&setup, &subject, 3).await;
+    let consumer = pull_consumer(&setup.declared.stream, "few", |_| {}).await;
+    let consumer = JetStreamConsumer::new(consumer, guard());
+    let stats = consumer.stats();
+    let (stop, stopped) = shutdown();
+    let run = tokio::spawn(async move { consumer.run(recorder(&Default::default()), stopped).await });
+    assert!(
+        wait_until(WAIT, || stats.snapshot().accepted == 3).await,
+        "handled: {:?}",
+        stats.snapshot()
+    );
+    let start = tokio::time::Instant::now();
+    while acked(&setup, "few").await != (0, 3) && start.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!run.is_finished(), "the run still waits for messages");
+    assert_eq!(
+        acked(&setup, "few").await,
+        (0, 3),
+        "all three acked while the run goes on"
+    );
+    stop.send(()).ok();
+    run.await.unwrap().expect("the run ends cleanly");
+    setup.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_acked_in_full_by_the_time_the_run_returns() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let setup = Setup::new(client.clone()).await;
+    let subject = setup.subject("burst");
+    const MESSAGES: usize = 150;
+    publish_many(&setup, &subject, MESSAGES).await;
+    let consumer = pull_consumer(&setup.declared.stream, "burst", |_| {}).await;
+    // The run is told to stop from the last message's event, with its ack (and maybe a
+    // whole group) still queued.
+    let (stop, stopped) = shutdown();
+    let (stop, events) = (Mutex::new(Some(stop)), AtomicUsize::new(0));
+    let consumer = JetStreamConsumer::new(consumer, guard())
+        .batch(200)
+        .on_event(move |_| {
+            if events.fetch_add(1, Ordering::Relaxed) + 1 == MESSAGES
+                && let Some(stop) = stop.lock().unwrap().take()
+            {
+                stop.send(()).ok();
+            }
+        });
+    let report = tokio::time::timeout(WAIT, consumer.run(recorder(&Default::default()), stopped))
+        .await
+        .expect("the run stops once all are handled")
+        .expect("the run ends cleanly");
+    assert_eq!(report.accepted, MESSAGES as u64);
+    assert_eq!(
+        acked(&setup, "burst").await,
+        (0, MESSAGES as u64),
+        "every ack settled when the run returned"
+    );
+    let info = setup.declared.stream.consumer_info("burst").await.expect("info");
+    assert_eq!(info.num_redelivered, 0, "nothing redelivered");
     setup.delete().await;
 }
