@@ -333,10 +333,11 @@ async fn during_a_token_service_outage_messages_wait_and_all_arrive() {
     assert_eq!(report.accepted, 5, "{report:?}, dead-lettered: {reasons:?}");
     assert_eq!(report.dead_lettered, 0, "{report:?}");
     assert_eq!(report.handler_failures, 0, "{report:?}");
-    assert_eq!(
-        report.retried,
-        stats.token_requests - stats.exchanges_issued,
-        "one retry per refused exchange: {report:?}, {stats:?}"
+    // Every refused call made a message wait; the retries in between got the refusal the
+    // exchange cache remembered (for a second), without a call.
+    assert!(
+        report.retried >= stats.token_requests - stats.exchanges_issued,
+        "a retry per refused exchange at least: {report:?}, {stats:?}"
     );
     let mut users: Vec<_> = seen.all().into_iter().map(|(who, _, _)| who).collect();
     users.sort();

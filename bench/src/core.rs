@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jwt_relay::testing::{DevSts, DevStsConfig};
+use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
 use jwt_relay::{
-    Acceptance, Algorithm, Exchange, ExchangeCache, Guard, Headers, Issuer, MessageInfo, Outcome,
+    Acceptance, Algorithm, ErrorKind, Exchange, ExchangeCache, Guard, Headers, Issuer, MessageInfo, Outcome,
     RemoteOptions, Verifier, now_unix,
 };
 use serde_json::{Value, json};
@@ -78,10 +78,14 @@ pub(crate) async fn cached_checks(keys: &Keys, checks: usize) -> Result<Value, F
     Ok(json!({ "measurement": "cached_checks", "checks": checks, "ns_per_check": per_check.round() }))
 }
 
-/// `messages` messages carrying one expired token, checked 512 at a time under `Exchange`:
-/// how many calls the token endpoint received.
-pub(crate) async fn exchange_burst(messages: usize) -> Result<Value, Failure> {
+/// `messages` messages carrying one expired token, checked 512 at a time under `Exchange`
+/// (through an `ExchangeCache`), against a token service in `mode`: how many calls its token
+/// endpoint received. `Normal` issues a fresh token (every message accepted, exchanged),
+/// `RejectAll` refuses it (every message rejected), `Unavailable` is down (every message
+/// retried).
+pub(crate) async fn exchange_burst(messages: usize, mode: Mode) -> Result<Value, Failure> {
     let sts = DevSts::start(DevStsConfig::default()).await?;
+    sts.set_mode(mode);
     let verifier = Verifier::builder()
         .issuer(
             Issuer::new(sts.issuer())
@@ -103,9 +107,17 @@ pub(crate) async fn exchange_burst(messages: usize) -> Result<Value, Failure> {
     concurrently(messages, 512, |_| {
         let (guard, headers, info) = (&guard, &headers, &info);
         async move {
-            match guard.check(headers, info).await {
-                Outcome::Accept(context) if context.acceptance() == Acceptance::Exchanged => Ok(()),
-                other => Err(format!("not exchanged: {other:?}").into()),
+            match (mode, guard.check(headers, info).await) {
+                (Mode::Normal, Outcome::Accept(context)) if context.acceptance() == Acceptance::Exchanged => {
+                    Ok(())
+                }
+                (Mode::RejectAll, Outcome::Reject(e)) if e.kind() == ErrorKind::ExchangeDenied => Ok(()),
+                (Mode::Unavailable { .. }, Outcome::Retry(e, _))
+                    if e.kind() == ErrorKind::ExchangeUnavailable =>
+                {
+                    Ok(())
+                }
+                (_, other) => Err(format!("token service {mode:?}, but: {other:?}").into()),
             }
         }
     })
@@ -115,6 +127,7 @@ pub(crate) async fn exchange_burst(messages: usize) -> Result<Value, Failure> {
     sts.shutdown().await;
     Ok(json!({
         "measurement": "exchange_burst",
+        "token_service": format!("{mode:?}"),
         "messages": messages,
         "token_endpoint_calls": calls,
         "seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use jwt_relay::testing::Mode;
 use jwt_relay::{Algorithm, AuthContext, Guard, Verifier};
 use serde_json::{Value, json};
 
@@ -200,7 +201,9 @@ async fn main() -> Result<(), Failure> {
     eprintln!("measuring what needs no broker");
     for line in [
         core::added_latency(&keys, samples).await?,
-        core::exchange_burst(burst).await?,
+        core::exchange_burst(burst, Mode::Normal).await?,
+        core::exchange_burst(burst, Mode::RejectAll).await?,
+        core::exchange_burst(burst, Mode::Unavailable { retry_after: None }).await?,
         core::unknown_kid_storm(&keys, if args.quick { 1 } else { 5 }, 1_000).await?,
         core::memory_under_distinct_tokens(&keys, args.memory_tokens).await?,
     ] {

@@ -3,14 +3,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::exchange::{ExchangeRequest, IssuedToken, TokenExchanger};
 use crate::jose;
 use crate::observe;
@@ -18,6 +17,9 @@ use crate::verifier::now_unix;
 
 const DEFAULT_CAPACITY: u64 = 10_000;
 const DEFAULT_MARGIN: Duration = Duration::from_secs(10);
+const DEFAULT_FAILURE_WINDOW: Duration = Duration::from_secs(1);
+/// The longest a failure is remembered, whatever `Retry-After` said.
+const MAX_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Wraps a [`TokenExchanger`] so identical requests share one issued token
 /// until it is about to expire, and concurrent identical requests share one
@@ -29,9 +31,14 @@ const DEFAULT_MARGIN: Duration = Duration::from_secs(10);
 /// scope and requested token type. An issued token is kept until its expiry
 /// minus a margin (10 s): the earlier of its `exp` claim (read, not
 /// verified, when it is a JWT; the consumer verifies it anyway) and
-/// `expires_in`. A token with neither is not kept, and neither is an error;
-/// callers waiting on the same call share its result either way. At most
-/// 10 000 tokens are kept.
+/// `expires_in`. A token with neither is not kept; callers waiting on the
+/// same call share its result either way. At most 10 000 tokens are kept.
+///
+/// A failed exchange is remembered for a moment (1 s, or the `Retry-After`
+/// the token service gave, at most a minute): the messages carrying the same
+/// token meanwhile get the same error without a call. A backlog behind a
+/// token service that is down, or that refused the token, then makes one call
+/// per window, not one per message.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -50,6 +57,7 @@ pub struct ExchangeCache<E> {
     inner: E,
     cache: moka::future::Cache<Key, Entry>,
     margin: Duration,
+    failures: Duration,
 }
 
 /// What makes two requests the same.
@@ -81,9 +89,10 @@ impl Key {
     }
 }
 
+/// What one call returned: a token, or the error it ended with.
 #[derive(Clone)]
 struct Entry {
-    token: IssuedToken,
+    result: Result<IssuedToken>,
     /// How long the entry may serve, from its creation.
     keep: Duration,
 }
@@ -104,6 +113,7 @@ impl<E: TokenExchanger> ExchangeCache<E> {
             inner,
             cache: build_cache(DEFAULT_CAPACITY),
             margin: DEFAULT_MARGIN,
+            failures: DEFAULT_FAILURE_WINDOW,
         }
     }
 
@@ -111,6 +121,14 @@ impl<E: TokenExchanger> ExchangeCache<E> {
     /// from the cache still verifies when the consumer checks it.
     pub fn margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
+        self
+    }
+
+    /// Remembers a failed exchange for this long (1 s) when the token
+    /// service gave no `Retry-After`. `Duration::ZERO` remembers no failure
+    /// (callers waiting on the same call still share it).
+    pub fn remember_failures(mut self, window: Duration) -> Self {
+        self.failures = window;
         self
     }
 
@@ -127,21 +145,29 @@ impl<E: TokenExchanger> ExchangeCache<E> {
     }
 
     async fn exchange_cached(&self, request: &ExchangeRequest) -> Result<IssuedToken> {
-        let margin = self.margin;
         let called = AtomicBool::new(false);
         let call = async {
             called.store(true, Ordering::Relaxed);
-            let token = self.inner.exchange(request).await?;
-            let keep = lifetime(&token).map_or(Duration::ZERO, |left| left.saturating_sub(margin));
-            Ok::<_, Error>(Entry { token, keep })
+            let result = self.inner.exchange(request).await;
+            let keep = match &result {
+                Ok(token) => lifetime(token).map_or(Duration::ZERO, |left| left.saturating_sub(self.margin)),
+                Err(_) if self.failures.is_zero() => Duration::ZERO,
+                Err(e) => e.retry_after().unwrap_or(self.failures).min(MAX_FAILURE_WINDOW),
+            };
+            Entry { result, keep }
         };
-        // Callers that waited on one failed call share its error (a cheap clone).
-        let result = self.cache.try_get_with(Key::of(request), call).await;
+        // Callers that waited on one call share its result (an error is a cheap clone).
+        let entry = self.cache.get_with(Key::of(request), call).await;
         if !called.load(Ordering::Relaxed) {
             // Served from the cache, or by a call another caller made.
-            metrics::counter!(observe::EXCHANGES_TOTAL, "result" => "cached").increment(1);
+            let label = if entry.result.is_ok() {
+                "cached"
+            } else {
+                "cached_failure"
+            };
+            metrics::counter!(observe::EXCHANGES_TOTAL, "result" => label).increment(1);
         }
-        result.map(|entry| entry.token).map_err(Arc::unwrap_or_clone)
+        entry.result
     }
 }
 
@@ -160,6 +186,7 @@ impl<E: fmt::Debug> fmt::Debug for ExchangeCache<E> {
             .field("inner", &self.inner)
             .field("entries", &self.cache.entry_count())
             .field("margin", &self.margin)
+            .field("failures", &self.failures)
             .finish_non_exhaustive()
     }
 }
@@ -200,8 +227,10 @@ mod tests {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+    use std::sync::Arc;
+
     use super::*;
-    use crate::error::{ErrorClass, ErrorKind};
+    use crate::error::{Error, ErrorClass, ErrorKind};
 
     type Respond = Box<dyn Fn(usize) -> Result<IssuedToken> + Send + Sync>;
 
@@ -343,13 +372,20 @@ mod tests {
         assert_eq!(cache.get_ref().calls(), 2);
     }
 
+    fn down(retry_after: Option<Duration>) -> Error {
+        let error = Error::new(ErrorKind::ExchangeUnavailable, "down")
+            .with_source(std::io::Error::other("connection refused"));
+        match retry_after {
+            Some(after) => error.with_retry_after(after),
+            None => error,
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn errors_are_shared_but_not_kept() {
+    async fn a_failure_is_shared_then_remembered_for_its_retry_after() {
         let cache = Arc::new(ExchangeCache::new(Fake::new(|n| {
             if n == 0 {
-                Err(Error::new(ErrorKind::ExchangeUnavailable, "down")
-                    .with_retry_after(Duration::from_secs(7))
-                    .with_source(std::io::Error::other("connection refused")))
+                Err(down(Some(Duration::from_millis(300))))
             } else {
                 Ok(issued("fresh", Some(300)))
             }
@@ -364,17 +400,68 @@ mod tests {
             assert_eq!(error.kind(), ErrorKind::ExchangeUnavailable);
             assert_eq!(error.class(), ErrorClass::Transient);
             assert_eq!(error.message(), "down");
-            assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+            assert_eq!(error.retry_after(), Some(Duration::from_millis(300)));
             let source = std::error::Error::source(&error).expect("source kept");
             assert_eq!(source.to_string(), "connection refused");
         }
         assert_eq!(cache.get_ref().calls(), 1);
+        // The next messages with that token, within the Retry-After: the same error, no call.
+        for _ in 0..10 {
+            let error = cache
+                .exchange(&ExchangeRequest::new("expired"))
+                .await
+                .expect_err("remembered");
+            assert_eq!(error.kind(), ErrorKind::ExchangeUnavailable);
+        }
+        assert_eq!(cache.get_ref().calls(), 1);
+        // Another token is another request.
+        cache
+            .exchange(&ExchangeRequest::new("another"))
+            .await
+            .expect("exchanged");
+        assert_eq!(cache.get_ref().calls(), 2);
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let fresh = cache
             .exchange(&ExchangeRequest::new("expired"))
             .await
-            .expect("retried");
+            .expect("called again after the Retry-After");
         assert_eq!(fresh.access_token, "fresh");
+        assert_eq!(cache.get_ref().calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failure_without_retry_after_is_remembered_for_the_window() {
+        let cache = ExchangeCache::new(Fake::new(|n| {
+            if n == 0 {
+                Err(Error::new(ErrorKind::ExchangeDenied, "invalid_grant"))
+            } else {
+                Ok(issued("fresh", Some(300)))
+            }
+        }))
+        .remember_failures(Duration::from_millis(200));
+        let request = ExchangeRequest::new("expired");
+        for _ in 0..2 {
+            let error = cache.exchange(&request).await.expect_err("refused");
+            assert_eq!(error.kind(), ErrorKind::ExchangeDenied);
+        }
+        assert_eq!(cache.get_ref().calls(), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cache
+            .exchange(&request)
+            .await
+            .expect("called again after the window");
         assert_eq!(cache.get_ref().calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_zero_window_remembers_no_failure() {
+        let cache = ExchangeCache::new(Fake::new(|_| Err(down(Some(Duration::from_secs(7))))))
+            .remember_failures(Duration::ZERO);
+        let request = ExchangeRequest::new("expired");
+        for _ in 0..3 {
+            cache.exchange(&request).await.expect_err("down");
+        }
+        assert_eq!(cache.get_ref().calls(), 3);
     }
 
     #[tokio::test]
