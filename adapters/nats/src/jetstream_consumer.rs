@@ -156,8 +156,9 @@ impl JetStreamConsumer {
     }
 
     /// How many messages are handled at once (1: in order). While that many
-    /// are, as many more (at least 2) are read ahead and their tokens verified
-    /// on the runtime's other threads ([`ReadAhead`](jwt_relay::ReadAhead));
+    /// are, as many more (at least 16, as far as the [batch](Self::batch)
+    /// allows) are read ahead and their tokens verified on the runtime's
+    /// other threads ([`ReadAhead`](jwt_relay::ReadAhead));
     /// each is still decided in its turn. A message read ahead waits
     /// unacknowledged, as those the client buffers do: with slow handlers,
     /// keep the consumer's `ack_wait` above the time the messages handled and
@@ -169,6 +170,8 @@ impl JetStreamConsumer {
 
     /// Messages asked for per pull request (twice the concurrency by
     /// default: messages waiting in the client count against `ack_wait`).
+    /// A larger batch, when handlers are quick, lets more tokens be verified
+    /// ahead: up to 16 more than the concurrency.
     pub fn batch(mut self, messages: usize) -> Self {
         self.batch = Some(messages.max(1));
         self

@@ -19,6 +19,12 @@ use crate::acks::Acks;
 use crate::error::Error;
 use crate::headers::NatsHeadersRef;
 
+/// The fewest items read ahead while every slot is taken. Deeper reads let the other threads
+/// verify more tokens while the loop handles one: a JetStream consumer checking a distinct RS256
+/// token per message went from about 24 000 to about 35 000 messages a second between 2 and 16
+/// (see `BENCHMARKS.md`, session 8).
+const READ_AHEAD: usize = 16;
+
 /// Tells in-flight work that the run is stopping, so that a message held
 /// for a retry does not hold the shutdown up.
 #[derive(Debug, Clone)]
@@ -44,7 +50,7 @@ impl Stopping {
 /// `process` returns an error (a halt). Then signals [`Stopping`] and waits
 /// for the items in flight. Returns the first error.
 ///
-/// While `limit` items are in flight, up to `limit` more (at least 2) are read
+/// While `limit` items are in flight, up to `limit` more (at least [`READ_AHEAD`]) are read
 /// ahead, as soon as the source has them, and shown to `ahead` (which starts
 /// verifying their tokens on other threads), then started in their turn. Items read ahead are not started if
 /// the run stops first: like those the client still buffers, a JetStream
@@ -70,7 +76,7 @@ where
     S: Future<Output = ()>,
 {
     let limit = limit.max(1);
-    let read_ahead = limit.max(2);
+    let read_ahead = limit.max(READ_AHEAD);
     let (stop, stopping) = watch::channel(false);
     let mut source = pin!(source);
     let mut shutdown = pin!(shutdown);
@@ -207,6 +213,35 @@ mod tests {
         let (ahead, started) = run(1, Duration::ZERO).await;
         assert_eq!(started, (0..10).collect::<Vec<_>>());
         assert_eq!(ahead, (1..10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn one_in_flight_reads_sixteen_ahead() {
+        let ahead = RefCell::new(Vec::new());
+        let shown_at_start = RefCell::new(Vec::new());
+        run_loop(
+            stream::iter(0..40u32),
+            1,
+            |item| ahead.borrow_mut().push(*item),
+            std::future::pending(),
+            None,
+            |_, _| {
+                shown_at_start.borrow_mut().push(ahead.borrow().len());
+                async {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let shown = shown_at_start.into_inner();
+        assert_eq!(
+            shown[..3],
+            [0, READ_AHEAD, READ_AHEAD + 1],
+            "16 waiting behind the first"
+        );
+        assert_eq!(ahead.into_inner(), (1..40).collect::<Vec<_>>());
     }
 
     #[tokio::test]

@@ -126,7 +126,7 @@ impl NatsService {
     }
 
     /// How many requests are handled at once (1). While that many are, as
-    /// many more (at least 2) are read ahead and their tokens verified on the
+    /// many more (at least 16) are read ahead and their tokens verified on the
     /// runtime's other threads.
     pub fn concurrency(mut self, requests: usize) -> Self {
         self.concurrency = requests.max(1);

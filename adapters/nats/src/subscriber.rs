@@ -112,7 +112,7 @@ impl NatsSubscriber {
     }
 
     /// How many messages are handled at once (1: in order). While that many
-    /// are, as many more (at least 2) are read ahead and their tokens verified
+    /// are, as many more (at least 16) are read ahead and their tokens verified
     /// on the runtime's other threads ([`ReadAhead`](jwt_relay::ReadAhead));
     /// each is still decided in its turn.
     pub fn concurrency(mut self, messages: usize) -> Self {
