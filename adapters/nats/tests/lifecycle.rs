@@ -127,9 +127,8 @@ async fn shutdown_lets_the_handler_in_flight_finish_and_ack() {
         "in_progress acks prevented a redelivery"
     );
     assert_eq!(stats.snapshot().accepted, 1);
-    let info = setup.declared.stream.consumer_info("slow").await.expect("info");
     assert_eq!(
-        (info.num_ack_pending, info.ack_floor.stream_sequence),
+        acked(&setup, "slow").await,
         (0, 1),
         "acked before the run returned"
     );
@@ -269,12 +268,12 @@ async fn a_burst_is_acked_in_full_by_the_time_the_run_returns() {
         .expect("the run stops once all are handled")
         .expect("the run ends cleanly");
     assert_eq!(report.accepted, MESSAGES as u64);
+    let info = setup.declared.stream.consumer_info("burst").await.expect("info");
     assert_eq!(
-        acked(&setup, "burst").await,
+        (info.num_ack_pending, info.ack_floor.stream_sequence),
         (0, MESSAGES as u64),
         "every ack settled when the run returned"
     );
-    let info = setup.declared.stream.consumer_info("burst").await.expect("info");
     assert_eq!(info.num_redelivered, 0, "nothing redelivered");
     setup.delete().await;
 }
