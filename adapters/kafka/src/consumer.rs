@@ -30,6 +30,11 @@ use crate::partition::{Incoming, Partition, Signal};
 /// What a consumer stops with: [`jwt_relay::ConsumeError`].
 pub type Result<T, E = ConsumeError> = std::result::Result<T, E>;
 
+/// How long reading waits for half of a full partition's buffer to be free before it hands
+/// that partition its next record anyway: a slow partition holds the others up by at most this
+/// much more than by one record.
+const REFILL_WAIT: Duration = Duration::from_millis(1);
+
 /// Consumer settings that a producer does not know (removed from the dead-letter producer's
 /// configuration, so that librdkafka does not warn about them).
 const CONSUMER_ONLY: [&str; 13] = [
@@ -333,6 +338,17 @@ impl Consumer {
                 if incoming.readable && queue.capacity() < queue.max_capacity() {
                     ahead.offer(&KafkaHeaders::new(record.headers()));
                 }
+                if queue.capacity() == 0 {
+                    // A full partition is refilled once half its buffer is free (or after a
+                    // moment), not record by record: the records still queued keep it busy
+                    // while this task waits for a thread, behind the checks it started.
+                    let half = (queue.max_capacity() / 2).max(1);
+                    tokio::select! {
+                        biased;
+                        _ = &mut quitting => break,
+                        _ = tokio::time::timeout(REFILL_WAIT, queue.reserve_many(half)) => {}
+                    }
+                }
                 tokio::select! {
                     biased;
                     _ = &mut quitting => break,
@@ -435,7 +451,9 @@ impl ConsumerBuilder {
     }
 
     /// How many records of one partition wait in memory for their turn (64; at least 1). When
-    /// a partition's buffer is full, reading waits for it.
+    /// a partition's buffer is full, reading waits until half of it is free, or 1 ms, whichever
+    /// comes first, and then goes on: the records still queued keep the partition busy meanwhile,
+    /// and their tokens are verified ahead.
     pub fn buffer(mut self, records: usize) -> Self {
         self.buffer = records.max(1);
         self

@@ -15,6 +15,16 @@ const FORGED: usize = 37;
 const EXPIRED: usize = 81;
 
 pub async fn a_backlog_of_distinct_tokens_is_decided_in_order(cluster: Cluster) {
+    backlog(cluster, None).await;
+}
+
+/// The same through a buffer of 4 records: the partition's buffer fills and is refilled about
+/// 60 times, by halves or after the refill's wait, while the records in it are checked ahead.
+pub async fn a_backlog_through_a_small_buffer_is_decided_in_order(cluster: Cluster) {
+    backlog(cluster, Some(4)).await;
+}
+
+async fn backlog(cluster: Cluster, buffer: Option<usize>) {
     let idp = Idp::start().await;
     let topic = unique("ahead");
     cluster.topic(&topic, 1).await;
@@ -40,10 +50,11 @@ pub async fn a_backlog_of_distinct_tokens_is_decided_in_order(cluster: Cluster) 
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    let consumer = consumer(&cluster, &unique("ahead"), &topic, idp.guard())
-        .limit(RECORDS as u64)
-        .build()
-        .unwrap();
+    let mut builder = consumer(&cluster, &unique("ahead"), &topic, idp.guard()).limit(RECORDS as u64);
+    if let Some(records) = buffer {
+        builder = builder.buffer(records);
+    }
+    let consumer = builder.build().unwrap();
     let report = run_to_limit(&consumer, Duration::from_secs(60), move |delivery| {
         let subject = delivery.context().subject().unwrap_or_default().to_owned();
         record.lock().unwrap().push((text(&delivery), subject));

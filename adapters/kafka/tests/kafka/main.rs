@@ -55,4 +55,5 @@ on_both! {
     hostile::every_hostile_class_is_dead_lettered_and_good_records_flow => hostile_input,
     token_outage::records_wait_out_a_token_service_outage => token_service_outage,
     ahead::a_backlog_of_distinct_tokens_is_decided_in_order => distinct_tokens_checked_ahead,
+    ahead::a_backlog_through_a_small_buffer_is_decided_in_order => small_buffer_refilled_by_halves,
 }
