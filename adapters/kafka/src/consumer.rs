@@ -451,9 +451,9 @@ impl ConsumerBuilder {
     }
 
     /// How many records of one partition wait in memory for their turn (64; at least 1). When
-    /// a partition's buffer is full, reading waits until half of it is free, or 1 ms, whichever
-    /// comes first, and then goes on: the records still queued keep the partition busy meanwhile,
-    /// and their tokens are verified ahead.
+    /// a partition's buffer is full, reading waits until half of it is free, for at most 1 ms,
+    /// and after that for one free place: the partition refills in bursts, with records still
+    /// queued (their tokens verified ahead) while reading catches up.
     pub fn buffer(mut self, records: usize) -> Self {
         self.buffer = records.max(1);
         self
