@@ -1,6 +1,7 @@
 //! The consume side: topics read through the Guard, partitions handled in order and
 //! concurrently, offsets stored only once a record is settled.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fmt::Display;
 use std::future::Future;
@@ -12,14 +13,17 @@ use futures_util::StreamExt as _;
 use jwt_relay::{Backoff, ConsumeError, ConsumeErrorKind, Guard, ReadAhead, RunReport, Stats};
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::FutureProducer;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
 
 use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
@@ -31,9 +35,13 @@ use crate::partition::{Incoming, Partition, Signal};
 pub type Result<T, E = ConsumeError> = std::result::Result<T, E>;
 
 /// How long reading waits for half of a full partition's buffer to be free before it hands
-/// that partition its next record anyway: a slow partition holds the others up by at most this
-/// much more than by one record.
+/// that partition its next record as soon as one place is free.
 const REFILL_WAIT: Duration = Duration::from_millis(1);
+
+/// How long reading then waits for one free place before it takes the partition for stuck: its
+/// records wait aside, and the other partitions are read on. A handler stuck on one record holds
+/// the others up for at most this long.
+const STUCK_WAIT: Duration = Duration::from_millis(100);
 
 /// Consumer settings that a producer does not know (removed from the dead-letter producer's
 /// configuration, so that librdkafka does not warn about them).
@@ -87,7 +95,8 @@ impl ConsumerContext for Rebalances {
 /// | `Halt` | nothing is stored for the record, the consumer stops, and [`run`](Consumer::run) returns [`ConsumeErrorKind::Halted`] |
 ///
 /// Records of one partition are handled in order, one at a time; partitions are handled
-/// concurrently, at most [`concurrency`](ConsumerBuilder::concurrency) at once. While a
+/// concurrently, at most [`concurrency`](ConsumerBuilder::concurrency) at once, and a handler
+/// stuck on one partition holds the others up for at most 100 ms ([`buffer`](ConsumerBuilder::buffer)). While a
 /// record is handled, the tokens of the records waiting behind it are verified ahead on the
 /// runtime's other threads ([`ReadAhead`]): a stream of distinct tokens uses every core, and
 /// each record is still decided in turn, against the time of its turn. The consumer
@@ -295,7 +304,19 @@ impl Consumer {
         let mut result = Ok(());
         {
             let mut stream = inner.consumer.stream();
+            // While records of a slow partition wait aside, what frees room for them.
+            let mut tick = tokio::time::interval(REFILL_WAIT);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
+                if let Err(stopped) = partitions.flush(&inner.consumer) {
+                    if inner
+                        .limit
+                        .is_none_or(|limit| inner.taken.load(Ordering::SeqCst) < limit)
+                    {
+                        result = Err(stopped);
+                    }
+                    break;
+                }
                 let message = tokio::select! {
                     biased;
                     _ = &mut quitting => break,
@@ -307,6 +328,7 @@ impl Consumer {
                         Signal::LimitReached => break,
                     },
                     message = stream.next() => message,
+                    _ = tick.tick(), if partitions.waiting > 0 => continue,
                 };
                 let incoming = match message {
                     None => break,
@@ -320,7 +342,7 @@ impl Consumer {
                     }
                 };
                 let record = &incoming.record;
-                let queue = partitions.queue(record.topic(), record.partition(), || {
+                let (slot, waiting) = partitions.slot(record.topic(), record.partition(), || {
                     let (queue, records) = mpsc::channel(inner.buffer);
                     let partition = Partition {
                         inner: self.inner.clone(),
@@ -335,38 +357,48 @@ impl Consumer {
                 });
                 // A record that waits behind others has its token verified meanwhile, on
                 // another thread; one its partition takes at once is checked there.
-                if incoming.readable && queue.capacity() < queue.max_capacity() {
+                if incoming.readable
+                    && (slot.queue.capacity() < slot.queue.max_capacity() || !slot.aside.is_empty())
+                {
                     ahead.offer(&KafkaHeaders::new(record.headers()));
                 }
-                if queue.capacity() == 0 {
+                if !slot.aside.is_empty() {
+                    slot.set_aside(incoming, &inner.consumer, waiting);
+                    continue;
+                }
+                if slot.queue.capacity() == 0 {
                     // A full partition is refilled once half its buffer is free (or after a
                     // moment), not record by record: the records still queued keep it busy
                     // while this task waits for a thread, behind the checks it started.
-                    let half = (queue.max_capacity() / 2).max(1);
+                    let half = (slot.queue.max_capacity() / 2).max(1);
+                    let queue = &slot.queue;
+                    let room = async {
+                        if tokio::time::timeout(REFILL_WAIT, queue.reserve_many(half))
+                            .await
+                            .is_err()
+                        {
+                            let _ = tokio::time::timeout(STUCK_WAIT, queue.reserve()).await;
+                        }
+                    };
                     tokio::select! {
                         biased;
                         _ = &mut quitting => break,
-                        _ = tokio::time::timeout(REFILL_WAIT, queue.reserve_many(half)) => {}
+                        () = room => {}
                     }
                 }
-                tokio::select! {
-                    biased;
-                    _ = &mut quitting => break,
-                    sent = queue.send(incoming) => if let Err(unsent) = sent {
-                        // A partition's task ends early only at the limit (or a halt, signalled);
-                        // any other end is a bug that must not drop its records unseen.
-                        if inner.limit.is_none_or(|limit| inner.taken.load(Ordering::SeqCst) < limit) {
-                            let record = &unsent.0.record;
-                            result = Err(ConsumeError::new(
-                                ConsumeErrorKind::Broker,
-                                format!(
-                                    "the task of partition {}[{}] stopped; the consumer stops with it",
-                                    record.topic(),
-                                    record.partition()
-                                ),
-                            ));
-                            break;
+                match slot.queue.try_send(incoming) {
+                    Ok(()) => {}
+                    // Still full: the partition's handler is stuck (or very slow). Its records
+                    // wait aside, and the other partitions are read on.
+                    Err(TrySendError::Full(incoming)) => slot.set_aside(incoming, &inner.consumer, waiting),
+                    Err(TrySendError::Closed(_)) => {
+                        if inner
+                            .limit
+                            .is_none_or(|limit| inner.taken.load(Ordering::SeqCst) < limit)
+                        {
+                            result = Err(slot.stopped());
                         }
+                        break;
                     }
                 }
             }
@@ -452,8 +484,11 @@ impl ConsumerBuilder {
 
     /// How many records of one partition wait in memory for their turn (64; at least 1). When
     /// a partition's buffer is full, reading waits until half of it is free, for at most 1 ms,
-    /// and after that for one free place: the partition refills in bursts, with records still
-    /// queued (their tokens verified ahead) while reading catches up.
+    /// and after that for one free place, for at most 100 ms: the partition refills in bursts,
+    /// with records still queued (their tokens verified ahead) while reading catches up. A
+    /// partition still full after that has a handler stuck (or very slow): its next records
+    /// wait aside while the other partitions are read on, and once as many wait aside as its
+    /// buffer holds, it is paused in librdkafka until they have all gone into its buffer.
     pub fn buffer(mut self, records: usize) -> Self {
         self.buffer = records.max(1);
         self
@@ -531,27 +566,124 @@ impl ConsumerBuilder {
     }
 }
 
-/// The queue of each partition's task, found without allocating for every record (a consumer
-/// owns a few partitions: a scan beats hashing an owned key).
+/// The partitions read so far, each with its task's queue, found without allocating for every
+/// record (a consumer owns a few partitions: a scan beats hashing an owned key).
 #[derive(Default)]
-struct Partitions(Vec<(String, i32, mpsc::Sender<Incoming>)>);
+struct Partitions {
+    slots: Vec<Slot>,
+    /// How many partitions have records set aside.
+    waiting: usize,
+}
+
+/// One partition, as reading sees it.
+struct Slot {
+    topic: String,
+    partition: i32,
+    /// Its task's queue (the partition's buffer).
+    queue: mpsc::Sender<Incoming>,
+    /// Records read while its buffer was full, in order, waiting for room: reading goes on
+    /// for the other partitions meanwhile.
+    aside: VecDeque<Incoming>,
+    /// Whether reading paused it in librdkafka, once a buffer's worth waited aside.
+    paused: bool,
+}
 
 impl Partitions {
-    /// The queue of `topic`[`partition`], made by `spawn` the first time.
-    fn queue(
+    /// The slot of `topic`[`partition`], its queue made by `spawn` the first time, with the
+    /// count of partitions that have records aside.
+    fn slot(
         &mut self,
         topic: &str,
         partition: i32,
         spawn: impl FnOnce() -> mpsc::Sender<Incoming>,
-    ) -> &mpsc::Sender<Incoming> {
-        let at = match self.0.iter().position(|(t, p, _)| *p == partition && t == topic) {
+    ) -> (&mut Slot, &mut usize) {
+        let at = match self
+            .slots
+            .iter()
+            .position(|s| s.partition == partition && s.topic == topic)
+        {
             Some(at) => at,
             None => {
-                self.0.push((topic.to_owned(), partition, spawn()));
-                self.0.len() - 1
+                self.slots.push(Slot {
+                    topic: topic.to_owned(),
+                    partition,
+                    queue: spawn(),
+                    aside: VecDeque::new(),
+                    paused: false,
+                });
+                self.slots.len() - 1
             }
         };
-        &self.0[at].2
+        (&mut self.slots[at], &mut self.waiting)
+    }
+
+    /// Moves the records set aside into their partitions' buffers while there is room, and
+    /// resumes a paused partition once none waits. Fails if a partition's task has stopped.
+    fn flush(&mut self, consumer: &StreamConsumer<Rebalances>) -> Result<()> {
+        if self.waiting == 0 {
+            return Ok(());
+        }
+        for slot in self.slots.iter_mut().filter(|s| !s.aside.is_empty()) {
+            while let Some(incoming) = slot.aside.pop_front() {
+                match slot.queue.try_send(incoming) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(incoming)) => {
+                        slot.aside.push_front(incoming);
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => return Err(slot.stopped()),
+                }
+            }
+            if slot.aside.is_empty() {
+                self.waiting -= 1;
+                if std::mem::take(&mut slot.paused) {
+                    // librdkafka fetches again from the record after the last one read.
+                    if let Err(e) = consumer.resume(&slot.list()) {
+                        tracing::warn!(topic = %slot.topic, partition = slot.partition, "cannot resume reading: {e}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Slot {
+    /// Sets `incoming` aside, behind the partition's other records waiting there; once a
+    /// buffer's worth waits, pauses the partition in librdkafka, which drops the records it
+    /// fetched ahead (they are fetched again on resume): memory stays bounded.
+    fn set_aside(&mut self, incoming: Incoming, consumer: &StreamConsumer<Rebalances>, waiting: &mut usize) {
+        if self.aside.is_empty() {
+            *waiting += 1;
+        }
+        self.aside.push_back(incoming);
+        // Again at each further buffer's worth: a retry hold of the partition's task resumes it.
+        if self.aside.len().is_multiple_of(self.queue.max_capacity()) {
+            match consumer.pause(&self.list()) {
+                Ok(()) => self.paused = true,
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, partition = self.partition, "cannot pause reading: {e}")
+                }
+            }
+        }
+    }
+
+    fn list(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, self.partition);
+        list
+    }
+
+    /// The error for a partition whose task ended early: only the limit (or a halt,
+    /// signalled) ends one, and any other end is a bug that must not drop records unseen.
+    fn stopped(&self) -> ConsumeError {
+        ConsumeError::new(
+            ConsumeErrorKind::Broker,
+            format!(
+                "the task of partition {}[{}] stopped; the consumer stops with it",
+                self.topic, self.partition
+            ),
+        )
     }
 }
 

@@ -21,6 +21,7 @@ mod outage;
 mod propagation;
 mod restart;
 mod round_trip;
+mod stuck;
 mod token_outage;
 
 /// Runs `module::scenario(cluster)` as two tests: `mock` and `broker`.
@@ -56,4 +57,5 @@ on_both! {
     token_outage::records_wait_out_a_token_service_outage => token_service_outage,
     ahead::a_backlog_of_distinct_tokens_is_decided_in_order => distinct_tokens_checked_ahead,
     ahead::a_backlog_through_a_small_buffer_is_decided_in_order => small_buffer_refilled_by_halves,
+    stuck::a_stuck_handler_does_not_hold_up_the_other_partitions => stuck_handler_other_partitions_flow,
 }
