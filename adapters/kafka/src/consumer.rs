@@ -154,6 +154,15 @@ pub(crate) struct Inner {
     pub(crate) produce_timeout: Duration,
 }
 
+impl Inner {
+    /// Whether records may still be taken: no limit, or fewer taken. A partition's task that
+    /// ends while this holds ended early, which only a halt (signalled) or a bug does.
+    fn below_limit(&self) -> bool {
+        self.limit
+            .is_none_or(|limit| self.taken.load(Ordering::SeqCst) < limit)
+    }
+}
+
 impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
@@ -309,10 +318,7 @@ impl Consumer {
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 if let Err(stopped) = partitions.flush(&inner.consumer) {
-                    if inner
-                        .limit
-                        .is_none_or(|limit| inner.taken.load(Ordering::SeqCst) < limit)
-                    {
+                    if inner.below_limit() {
                         result = Err(stopped);
                     }
                     break;
@@ -392,10 +398,7 @@ impl Consumer {
                     // wait aside, and the other partitions are read on.
                     Err(TrySendError::Full(incoming)) => slot.set_aside(incoming, &inner.consumer, waiting),
                     Err(TrySendError::Closed(_)) => {
-                        if inner
-                            .limit
-                            .is_none_or(|limit| inner.taken.load(Ordering::SeqCst) < limit)
-                        {
+                        if inner.below_limit() {
                             result = Err(slot.stopped());
                         }
                         break;
