@@ -13,7 +13,6 @@ use futures_util::StreamExt as _;
 use jwt_relay::{Backoff, ConsumeError, ConsumeErrorKind, Guard, ReadAhead, RunReport, Stats};
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
-use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -29,7 +28,7 @@ use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
 use crate::event::{Event, Reporter};
 use crate::headers::KafkaHeaders;
-use crate::partition::{Incoming, Partition, Signal};
+use crate::partition::{Incoming, Partition, Signal, set_paused};
 
 /// What a consumer stops with: [`jwt_relay::ConsumeError`].
 pub type Result<T, E = ConsumeError> = std::result::Result<T, E>;
@@ -641,9 +640,7 @@ impl Partitions {
                 self.waiting -= 1;
                 if std::mem::take(&mut slot.paused) {
                     // librdkafka fetches again from the record after the last one read.
-                    if let Err(e) = consumer.resume(&slot.list()) {
-                        tracing::warn!(topic = %slot.topic, partition = slot.partition, "cannot resume reading: {e}");
-                    }
+                    set_paused(consumer, &slot.topic, slot.partition, false);
                 }
             }
         }
@@ -661,20 +658,11 @@ impl Slot {
         }
         self.aside.push_back(incoming);
         // Again at each further buffer's worth: a retry hold of the partition's task resumes it.
-        if self.aside.len().is_multiple_of(self.queue.max_capacity()) {
-            match consumer.pause(&self.list()) {
-                Ok(()) => self.paused = true,
-                Err(e) => {
-                    tracing::warn!(topic = %self.topic, partition = self.partition, "cannot pause reading: {e}")
-                }
-            }
+        if self.aside.len().is_multiple_of(self.queue.max_capacity())
+            && set_paused(consumer, &self.topic, self.partition, true)
+        {
+            self.paused = true;
         }
-    }
-
-    fn list(&self) -> TopicPartitionList {
-        let mut list = TopicPartitionList::new();
-        list.add_partition(&self.topic, self.partition);
-        list
     }
 
     /// The error for a partition whose task ended early: only the limit (or a halt,

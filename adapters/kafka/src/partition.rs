@@ -13,7 +13,7 @@ use jwt_relay::{
     ErrorKind, EventOutcome, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure,
     run_handler,
 };
-use rdkafka::consumer::Consumer as _;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Headers as _;
 use rdkafka::message::{Message as _, OwnedMessage};
@@ -23,7 +23,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
-use crate::consumer::Inner;
+use crate::consumer::{Inner, Rebalances};
 use crate::dead_letter::copy_headers;
 use crate::delivery::Delivery;
 use crate::event::Event;
@@ -352,10 +352,7 @@ where
     /// Waits `delay` with the partition paused, dropping the records read after `offset` (they
     /// are read again), then resumes it and seeks back to `offset`.
     async fn hold(&mut self, records: &mut mpsc::Receiver<Incoming>, offset: i64, delay: Duration) -> Hold {
-        let list = self.partition_list(Offset::Invalid);
-        if let Err(e) = self.inner.consumer.pause(&list) {
-            tracing::debug!(topic = %self.topic, partition = self.partition, "cannot pause: {e}");
-        }
+        set_paused(&self.inner.consumer, &self.topic, self.partition, true);
         let wake = tokio::time::sleep(delay);
         tokio::pin!(wake);
         loop {
@@ -370,19 +367,17 @@ where
                 Some(incoming) if incoming.record.offset() > offset && !self.reassigned(&incoming) => {}
                 // The partition was reassigned, and is read again from its committed offset.
                 Some(incoming) => {
-                    self.resume(&list);
+                    self.resume();
                     return Hold::Earlier(incoming);
                 }
             }
         }
-        self.resume(&list);
+        self.resume();
         self.seek(offset).await
     }
 
-    fn resume(&self, list: &TopicPartitionList) {
-        if let Err(e) = self.inner.consumer.resume(list) {
-            tracing::debug!(topic = %self.topic, partition = self.partition, "cannot resume: {e}");
-        }
+    fn resume(&self) {
+        set_paused(&self.inner.consumer, &self.topic, self.partition, false);
     }
 
     /// Whether `incoming` was read under a newer assignment than the current one.
@@ -428,14 +423,27 @@ where
                 .any(|e| e.topic() == self.topic && e.partition() == self.partition)
         })
     }
+}
 
-    fn partition_list(&self, offset: Offset) -> TopicPartitionList {
-        let mut list = TopicPartitionList::new();
-        list.add_partition(&self.topic, self.partition)
-            .set_offset(offset)
-            .ok();
-        list
+/// Pauses reading `topic`[`partition`] in librdkafka, or resumes it; `false` if librdkafka
+/// refused, as it does for a partition no longer assigned (whose records stop anyway).
+pub(crate) fn set_paused(
+    consumer: &StreamConsumer<Rebalances>,
+    topic: &str,
+    partition: i32,
+    paused: bool,
+) -> bool {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    let done = if paused {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    if let Err(e) = &done {
+        tracing::debug!(topic, partition, paused, "cannot pause or resume reading: {e}");
     }
+    done.is_ok()
 }
 
 /// How a hold ended.
