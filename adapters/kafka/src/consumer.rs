@@ -333,7 +333,7 @@ impl Consumer {
                         Signal::LimitReached => break,
                     },
                     message = stream.next() => message,
-                    _ = tick.tick(), if partitions.waiting > 0 => continue,
+                    _ = tick.tick(), if partitions.waiting() => continue,
                 };
                 let incoming = match message {
                     None => break,
@@ -347,7 +347,7 @@ impl Consumer {
                     }
                 };
                 let record = &incoming.record;
-                let (slot, waiting) = partitions.slot(record.topic(), record.partition(), || {
+                let slot = partitions.slot(record.topic(), record.partition(), || {
                     let (queue, records) = mpsc::channel(inner.buffer);
                     let partition = Partition {
                         inner: self.inner.clone(),
@@ -368,7 +368,7 @@ impl Consumer {
                     ahead.offer(&KafkaHeaders::new(record.headers()));
                 }
                 if !slot.aside.is_empty() {
-                    slot.set_aside(incoming, &inner.consumer, waiting);
+                    slot.set_aside(incoming, &inner.consumer);
                     continue;
                 }
                 if slot.queue.capacity() == 0 {
@@ -395,7 +395,7 @@ impl Consumer {
                     Ok(()) => {}
                     // Still full: the partition's handler is stuck (or very slow). Its records
                     // wait aside, and the other partitions are read on.
-                    Err(TrySendError::Full(incoming)) => slot.set_aside(incoming, &inner.consumer, waiting),
+                    Err(TrySendError::Full(incoming)) => slot.set_aside(incoming, &inner.consumer),
                     Err(TrySendError::Closed(_)) => {
                         if inner.below_limit() {
                             result = Err(slot.stopped());
@@ -571,11 +571,7 @@ impl ConsumerBuilder {
 /// The partitions read so far, each with its task's queue, found without allocating for every
 /// record (a consumer owns a few partitions: a scan beats hashing an owned key).
 #[derive(Default)]
-struct Partitions {
-    slots: Vec<Slot>,
-    /// How many partitions have records set aside.
-    waiting: usize,
-}
+struct Partitions(Vec<Slot>);
 
 /// One partition, as reading sees it.
 struct Slot {
@@ -591,41 +587,42 @@ struct Slot {
 }
 
 impl Partitions {
-    /// The slot of `topic`[`partition`], its queue made by `spawn` the first time, with the
-    /// count of partitions that have records aside.
+    /// The slot of `topic`[`partition`], its queue made by `spawn` the first time.
     fn slot(
         &mut self,
         topic: &str,
         partition: i32,
         spawn: impl FnOnce() -> mpsc::Sender<Incoming>,
-    ) -> (&mut Slot, &mut usize) {
+    ) -> &mut Slot {
         let at = match self
-            .slots
+            .0
             .iter()
             .position(|s| s.partition == partition && s.topic == topic)
         {
             Some(at) => at,
             None => {
-                self.slots.push(Slot {
+                self.0.push(Slot {
                     topic: topic.to_owned(),
                     partition,
                     queue: spawn(),
                     aside: VecDeque::new(),
                     paused: false,
                 });
-                self.slots.len() - 1
+                self.0.len() - 1
             }
         };
-        (&mut self.slots[at], &mut self.waiting)
+        &mut self.0[at]
+    }
+
+    /// Whether any partition has records set aside.
+    fn waiting(&self) -> bool {
+        self.0.iter().any(|s| !s.aside.is_empty())
     }
 
     /// Moves the records set aside into their partitions' buffers while there is room, and
     /// resumes a paused partition once none waits. Fails if a partition's task has stopped.
     fn flush(&mut self, consumer: &StreamConsumer<Rebalances>) -> Result<()> {
-        if self.waiting == 0 {
-            return Ok(());
-        }
-        for slot in self.slots.iter_mut().filter(|s| !s.aside.is_empty()) {
+        for slot in self.0.iter_mut().filter(|s| !s.aside.is_empty()) {
             while let Some(incoming) = slot.aside.pop_front() {
                 match slot.queue.try_send(incoming) {
                     Ok(()) => {}
@@ -636,12 +633,9 @@ impl Partitions {
                     Err(TrySendError::Closed(_)) => return Err(slot.stopped()),
                 }
             }
-            if slot.aside.is_empty() {
-                self.waiting -= 1;
-                if std::mem::take(&mut slot.paused) {
-                    // librdkafka fetches again from the record after the last one read.
-                    set_paused(consumer, &slot.topic, slot.partition, false);
-                }
+            if slot.aside.is_empty() && std::mem::take(&mut slot.paused) {
+                // librdkafka fetches again from the record after the last one read.
+                set_paused(consumer, &slot.topic, slot.partition, false);
             }
         }
         Ok(())
@@ -652,10 +646,7 @@ impl Slot {
     /// Sets `incoming` aside, behind the partition's other records waiting there; once a
     /// buffer's worth waits, pauses the partition in librdkafka, which drops the records it
     /// fetched ahead (they are fetched again on resume): memory stays bounded.
-    fn set_aside(&mut self, incoming: Incoming, consumer: &StreamConsumer<Rebalances>, waiting: &mut usize) {
-        if self.aside.is_empty() {
-            *waiting += 1;
-        }
+    fn set_aside(&mut self, incoming: Incoming, consumer: &StreamConsumer<Rebalances>) {
         self.aside.push_back(incoming);
         // Again at each further buffer's worth: a retry hold of the partition's task resumes it.
         if self.aside.len().is_multiple_of(self.queue.max_capacity())
