@@ -24,6 +24,9 @@
 //! on. Publishes run in `jwt_relay.publish` spans, key-set fetches in
 //! `jwt_relay.jwks_fetch` and token exchanges in `jwt_relay.exchange`.
 
+use std::cell::RefCell;
+
+use metrics::{Key, Label, Level, Metadata};
 use tracing::Span;
 use tracing::field::Empty;
 
@@ -126,19 +129,74 @@ pub fn record_message(
         (None, Some(context)) => acceptance_label(context.acceptance()),
         (None, None) => "",
     };
-    metrics::counter!(
-        MESSAGES_TOTAL,
-        "broker" => broker,
-        "destination" => destination.to_owned(),
-        "outcome" => outcome,
-        "kind" => kind,
-    )
-    .increment(1);
+    count_message(broker, destination, outcome, kind);
     let span = Span::current();
     span.record("outcome", outcome);
     if let Some(error) = error {
         span.record("error_kind", error.kind().as_str());
         span.record("error_class", error.class().as_str());
+    }
+}
+
+/// Where `record_message`'s counts are registered, as `metrics::counter!` would say.
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Adds one to the counter of `key`, a key fixed (and hashed) at compile time: what
+/// `metrics::counter!` does, without building the key for every message.
+pub(crate) fn increment(key: &'static Key) {
+    metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
+}
+
+/// Records `value` in the histogram of `key`, a key fixed at compile time.
+pub(crate) fn record(key: &'static Key, value: f64) {
+    metrics::with_recorder(|r| r.register_histogram(key, &METADATA)).record(value);
+}
+
+/// The labels of the [`MESSAGES_TOTAL`] series counted last on a thread, and its key.
+struct LastSeries {
+    labels: (&'static str, String, &'static str, &'static str),
+    key: Key,
+}
+
+thread_local! {
+    /// A consumer counts the same series message after message: its key, labels and all, is
+    /// built once per thread, not once per message. Only the key is kept, never the counter,
+    /// so a recorder installed later gets every count.
+    static LAST_SERIES: RefCell<Option<LastSeries>> = const { RefCell::new(None) };
+}
+
+/// Adds one to the [`MESSAGES_TOTAL`] series of these labels.
+fn count_message(broker: &'static str, destination: &str, outcome: &'static str, kind: &'static str) {
+    let key = || {
+        let labels = vec![
+            Label::new("broker", broker),
+            Label::new("destination", destination.to_owned()),
+            Label::new("outcome", outcome),
+            Label::new("kind", kind),
+        ];
+        Key::from_parts(MESSAGES_TOTAL, labels)
+    };
+    let count = |key: &Key| metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
+    let counted = LAST_SERIES.try_with(|last| {
+        // Taken already only if the recorder itself counts a message: it gets its own key.
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return false;
+        };
+        let same = last.as_ref().is_some_and(|l| {
+            let (b, d, o, k) = &l.labels;
+            (*b, d.as_str(), *o, *k) == (broker, destination, outcome, kind)
+        });
+        if !same {
+            *last = Some(LastSeries {
+                labels: (broker, destination.to_owned(), outcome, kind),
+                key: key(),
+            });
+        }
+        last.as_ref().map(|l| count(&l.key)).is_some()
+    });
+    // Or a thread being torn down, whose cache is gone.
+    if counted != Ok(true) {
+        count(&key());
     }
 }
 
@@ -161,5 +219,59 @@ fn acceptance_label(acceptance: Acceptance) -> &'static str {
         Acceptance::Verified => "Verified",
         Acceptance::Grace => "Grace",
         Acceptance::Exchanged => "Exchanged",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    /// (destination, outcome, kind) → count, from the recorder's snapshot.
+    fn counts(recorder: &DebuggingRecorder) -> Vec<(String, String, String, u64)> {
+        let mut counts: Vec<_> = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let label = |name: &str| {
+                    let key = key.key();
+                    let found = key.labels().find(|l| l.key() == name);
+                    found.map(|l| l.value().to_owned()).unwrap_or_default()
+                };
+                let DebugValue::Counter(n) = value else {
+                    panic!("not a counter: {value:?}")
+                };
+                (label("destination"), label("outcome"), label("kind"), n)
+            })
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    #[test]
+    fn each_series_counts_its_own_messages_whatever_the_order() {
+        let recorder = DebuggingRecorder::new();
+        let rejected = Error::new(ErrorKind::Expired, "expired");
+        // Counted before the recorder is installed: lost, but the series is not.
+        record_message("kafka", "orders", "rejected", None, Some(&rejected));
+        metrics::with_local_recorder(&recorder, || {
+            for destination in ["orders", "orders", "payments", "orders"] {
+                record_message("kafka", destination, "rejected", None, Some(&rejected));
+            }
+            record_message("kafka", "orders", "retry", None, Some(&rejected));
+            record_message("kafka", "orders", "rejected", None, Some(&rejected));
+        });
+        let count = |d: &str, o: &str, n: u64| (d.to_owned(), o.to_owned(), "Expired".to_owned(), n);
+        assert_eq!(
+            counts(&recorder),
+            vec![
+                count("orders", "rejected", 4),
+                count("orders", "retry", 1),
+                count("payments", "rejected", 1)
+            ]
+        );
     }
 }
