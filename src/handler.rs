@@ -28,7 +28,8 @@ where
     F: Future<Output = Result<(), E>>,
     E: Display,
 {
-    match CatchUnwind(Box::pin(scope(context, handler))).await {
+    // Pinned in place: no allocation per message.
+    match CatchUnwind(std::pin::pin!(scope(context, handler))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Error::new(ErrorKind::Handler, e.to_string())),
         Err(payload) => Err(Error::new(
@@ -77,9 +78,9 @@ pub fn after_handler_failure(
 /// Completes with `Err(panic payload)` if polling the inner future panics;
 /// the inner future is dropped with this one, so nothing observes it
 /// half-updated.
-struct CatchUnwind<F>(Pin<Box<F>>);
+struct CatchUnwind<'a, F>(Pin<&'a mut F>);
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future> Future for CatchUnwind<'_, F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
