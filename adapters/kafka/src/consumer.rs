@@ -28,7 +28,7 @@ use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
 use crate::event::{Event, Reporter};
 use crate::headers::KafkaHeaders;
-use crate::partition::{Incoming, Partition, Signal, set_paused};
+use crate::partition::{Incoming, Partition, Signal, StoredOffset, set_paused};
 
 /// What a consumer stops with: [`jwt_relay::ConsumeError`].
 pub type Result<T, E = ConsumeError> = std::result::Result<T, E>;
@@ -356,6 +356,7 @@ impl Consumer {
                         partition: record.partition(),
                         stopping: stopping.clone(),
                         signal: signal.clone(),
+                        offsets: StoredOffset::new(record.topic(), record.partition()),
                     };
                     tasks.spawn(partition.run(records));
                     queue

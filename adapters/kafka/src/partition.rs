@@ -4,8 +4,8 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use jwt_relay::observe::consume_span;
@@ -14,7 +14,7 @@ use jwt_relay::{
     run_handler,
 };
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Headers as _;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureRecord;
@@ -88,12 +88,35 @@ struct Tries {
 }
 
 pub(crate) struct Partition<H> {
+    /// Dropped before `inner`: the list holds a reference to librdkafka's partition, and
+    /// destroying the consumer waits until none is left.
+    pub(crate) offsets: StoredOffset,
     pub(crate) inner: Arc<Inner>,
     pub(crate) handler: Arc<H>,
     pub(crate) topic: String,
     pub(crate) partition: i32,
     pub(crate) stopping: watch::Receiver<bool>,
     pub(crate) signal: mpsc::UnboundedSender<Signal>,
+}
+
+/// Where a partition's task stores its offsets: a list of that one partition, kept for the
+/// task's life. Storing through it allocates nothing, where rdkafka's `store_offset` makes a
+/// C string of the topic's name, and looks the topic up, for every record.
+pub(crate) struct StoredOffset(Mutex<TopicPartitionList>);
+
+impl StoredOffset {
+    pub(crate) fn new(topic: &str, partition: i32) -> Self {
+        let mut list = TopicPartitionList::with_capacity(1);
+        list.add_partition(topic, partition);
+        StoredOffset(Mutex::new(list))
+    }
+
+    /// Stores the offset after `offset`'s: the next record to read.
+    fn store(&self, consumer: &StreamConsumer<Rebalances>, offset: i64) -> KafkaResult<()> {
+        let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        list.set_all_offsets(Offset::Offset(offset.saturating_add(1)))?;
+        consumer.store_offsets(&list)
+    }
 }
 
 impl<H, Fut, E> Partition<H>
@@ -325,11 +348,7 @@ where
 
     /// Stores the record's offset (librdkafka stores the next one) for the next commit.
     fn store(&self, record: &OwnedMessage) {
-        if let Err(e) = self
-            .inner
-            .consumer
-            .store_offset(&self.topic, self.partition, record.offset())
-        {
+        if let Err(e) = self.offsets.store(&self.inner.consumer, record.offset()) {
             // The partition was revoked: its new owner reads the record again.
             tracing::warn!(
                 topic = %self.topic,
