@@ -141,14 +141,14 @@ pub fn record_message(
 /// Where `record_message`'s counts are registered, as `metrics::counter!` would say.
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
-/// Adds one to the counter of `key`, a key fixed (and hashed) at compile time: what
-/// `metrics::counter!` does, without building the key for every message.
-pub(crate) fn increment(key: &'static Key) {
+/// Adds one to the counter of `key`, a key built (and hashed) once, not for every message:
+/// what `metrics::counter!` does with the current recorder.
+pub(crate) fn increment(key: &Key) {
     metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
 }
 
-/// Records `value` in the histogram of `key`, a key fixed at compile time.
-pub(crate) fn record(key: &'static Key, value: f64) {
+/// Records `value` in the histogram of `key`, a key built once.
+pub(crate) fn record(key: &Key, value: f64) {
     metrics::with_recorder(|r| r.register_histogram(key, &METADATA)).record(value);
 }
 
@@ -176,7 +176,6 @@ fn count_message(broker: &'static str, destination: &str, outcome: &'static str,
         ];
         Key::from_parts(MESSAGES_TOTAL, labels)
     };
-    let count = |key: &Key| metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
     let counted = LAST_SERIES.try_with(|last| {
         // Taken already only if the recorder itself counts a message: it gets its own key.
         let Ok(mut last) = last.try_borrow_mut() else {
@@ -192,11 +191,11 @@ fn count_message(broker: &'static str, destination: &str, outcome: &'static str,
                 key: key(),
             });
         }
-        last.as_ref().map(|l| count(&l.key)).is_some()
+        last.as_ref().map(|l| increment(&l.key)).is_some()
     });
     // Or a thread being torn down, whose cache is gone.
     if counted != Ok(true) {
-        count(&key());
+        increment(&key());
     }
 }
 
