@@ -25,6 +25,7 @@ static MISS: [metrics::Label; 1] = [metrics::Label::from_static_parts("hit", "fa
 static CACHE_HITS: metrics::Key = metrics::Key::from_static_parts(observe::VERIFY_CACHE_TOTAL, &HIT);
 static CACHE_MISSES: metrics::Key = metrics::Key::from_static_parts(observe::VERIFY_CACHE_TOTAL, &MISS);
 
+/// Verifies tokens against a set of trusted issuers. Cheap to clone; clones
 /// share keys and the verified-token cache.
 ///
 /// Checks run in this order: size, structure and header hygiene, issuer,
