@@ -76,8 +76,8 @@ pub fn after_handler_failure(
 }
 
 /// Completes with `Err(panic payload)` if polling the inner future panics;
-/// the inner future is dropped with this one, so nothing observes it
-/// half-updated.
+/// the inner future, pinned in `run_handler`, is dropped when it returns, so
+/// nothing observes it half-updated.
 struct CatchUnwind<'a, F>(Pin<&'a mut F>);
 
 impl<F: Future> Future for CatchUnwind<'_, F> {

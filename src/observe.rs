@@ -154,7 +154,9 @@ pub(crate) fn record(key: &Key, value: f64) {
 
 /// The labels of the [`MESSAGES_TOTAL`] series counted last on a thread, and its key.
 struct LastSeries {
-    labels: (&'static str, String, &'static str, &'static str),
+    destination: String,
+    /// Broker, outcome and kind.
+    labels: (&'static str, &'static str, &'static str),
     key: Key,
 }
 
@@ -181,17 +183,18 @@ fn count_message(broker: &'static str, destination: &str, outcome: &'static str,
         let Ok(mut last) = last.try_borrow_mut() else {
             return false;
         };
-        let same = last.as_ref().is_some_and(|l| {
-            let (b, d, o, k) = &l.labels;
-            (*b, d.as_str(), *o, *k) == (broker, destination, outcome, kind)
-        });
-        if !same {
-            *last = Some(LastSeries {
-                labels: (broker, destination.to_owned(), outcome, kind),
+        let series = match &mut *last {
+            Some(series) if series.destination == destination && series.labels == (broker, outcome, kind) => {
+                series
+            }
+            slot => slot.insert(LastSeries {
+                destination: destination.to_owned(),
+                labels: (broker, outcome, kind),
                 key: key(),
-            });
-        }
-        last.as_ref().map(|l| increment(&l.key)).is_some()
+            }),
+        };
+        increment(&series.key);
+        true
     });
     // Or a thread being torn down, whose cache is gone.
     if counted != Ok(true) {
