@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::Reader;
+use crate::{Reader, Writer};
 use crate::tokens::Scenario;
 
 /// Every message's payload: 1 KiB.
@@ -75,7 +75,8 @@ pub(crate) struct Comparison {
     pub(crate) messages: usize,
     pub(crate) raw: Vec<f64>,
     pub(crate) wrapped: Vec<f64>,
-    /// Consume: the raw client with the token checked by hand.
+    /// Consume: the raw client with the token checked by hand. RabbitMQ publish: the raw
+    /// client publishing `mandatory`, as jwt-relay's publisher does by default.
     pub(crate) by_hand: Vec<f64>,
     /// For distinct tokens: the pure verification rate of the same tokens, in the same run.
     pub(crate) verify: Option<f64>,
@@ -95,9 +96,13 @@ impl Comparison {
         }
     }
 
-    /// One run's rate.
-    pub(crate) fn push(&mut self, wrapped: bool, rate: f64) {
-        self.push_read(if wrapped { Reader::JwtRelay } else { Reader::Raw }, rate);
+    /// One publish run's rate.
+    pub(crate) fn push_write(&mut self, writer: Writer, rate: f64) {
+        match writer {
+            Writer::Raw => self.raw.push(rate),
+            Writer::ByHand => self.by_hand.push(rate),
+            Writer::JwtRelay => self.wrapped.push(rate),
+        }
     }
 
     /// One consume run's rate.
@@ -109,12 +114,12 @@ impl Comparison {
         }
     }
 
-    /// Consume: jwt-relay over the raw client with the token checked by hand.
+    /// jwt-relay over the raw client doing by hand what it does ([`Comparison::by_hand`]).
     pub(crate) fn ratio_to_by_hand(&self) -> Option<f64> {
         Some(self.wrapped_median() / self.by_hand_median()?.max(1e-9))
     }
 
-    /// Consume: the median of the runs checked by hand (none for a publish).
+    /// The median of the runs by hand (none where there are none).
     pub(crate) fn by_hand_median(&self) -> Option<f64> {
         (!self.by_hand.is_empty()).then(|| median(&mut self.by_hand.clone()))
     }

@@ -15,7 +15,7 @@ use jwt_relay_rabbitmq::lapin::{BasicProperties, Channel, Connection};
 use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Topology};
 
 use crate::measure::{Progress, payload};
-use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
+use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Reader, Writer, bearer, check_by_hand, concurrently, unique};
 
 const PREFETCH: u16 = 10;
 
@@ -52,7 +52,8 @@ impl RabbitMq {
         "rabbitmq"
     }
 
-    async fn publish_raw(&self, tokens: &[String]) -> Result<f64, Failure> {
+    /// Publishes with lapin, the token header written by hand, `mandatory` if asked.
+    async fn publish_raw(&self, tokens: &[String], mandatory: bool) -> Result<f64, Failure> {
         let body = payload();
         let queue = ShortString::from(self.topology.queue());
         concurrently(tokens.len(), IN_FLIGHT, |i| {
@@ -71,7 +72,10 @@ impl RabbitMq {
                     .basic_publish(
                         ShortString::default(),
                         queue,
-                        BasicPublishOptions::default(),
+                        BasicPublishOptions {
+                            mandatory,
+                            ..BasicPublishOptions::default()
+                        },
                         body,
                         properties,
                     )
@@ -94,11 +98,11 @@ impl RabbitMq {
     /// queue, untimed).
     pub(crate) async fn publish(
         &self,
-        wrapped: bool,
+        writer: Writer,
         tokens: &[String],
         contexts: &[AuthContext],
     ) -> Result<f64, Failure> {
-        let rate = if wrapped {
+        let rate = if writer == Writer::JwtRelay {
             let body = payload();
             let queue = self.topology.queue();
             concurrently(tokens.len(), IN_FLIGHT, |i| {
@@ -112,7 +116,7 @@ impl RabbitMq {
             })
             .await?
         } else {
-            self.publish_raw(tokens).await?
+            self.publish_raw(tokens, writer == Writer::ByHand).await?
         };
         self.purge().await?;
         Ok(rate)
@@ -126,7 +130,7 @@ impl RabbitMq {
     /// Fills the queue (untimed), then consumes and acks every message.
     pub(crate) async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.publish_raw(&tokens).await?;
+        self.publish_raw(&tokens, false).await?;
         let count = tokens.len();
         let progress = Arc::new(Progress::default());
         if reader == Reader::JwtRelay {
