@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{Reader, Writer};
 use crate::tokens::Scenario;
+use crate::{Reader, Writer};
 
 /// Every message's payload: 1 KiB.
 pub(crate) fn payload() -> Vec<u8> {
