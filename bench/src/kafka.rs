@@ -16,7 +16,7 @@ use jwt_relay_kafka::rdkafka::util::Timeout;
 use jwt_relay_kafka::{Consumer, Producer, ensure_topics};
 
 use crate::measure::{Progress, payload};
-use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
+use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Side, bearer, check_by_hand, concurrently, unique};
 
 pub(crate) struct Kafka {
     name: &'static str,
@@ -156,7 +156,7 @@ impl Kafka {
     }
 
     /// Reads the prepared topic from the start in a new group, storing each offset.
-    pub(crate) async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
+    pub(crate) async fn consume(&self, reader: Side, guard: Guard) -> Result<f64, Failure> {
         let (topic, count) = self
             .consume_topic
             .lock()
@@ -164,7 +164,7 @@ impl Kafka {
             .clone()
             .ok_or("nothing prepared")?;
         let progress = Arc::new(Progress::default());
-        if reader == Reader::JwtRelay {
+        if reader == Side::JwtRelay {
             let ticks = progress.clone();
             let consumer = Consumer::builder(&self.group(), guard)
                 .topic(&topic)
@@ -188,7 +188,7 @@ impl Kafka {
             let read = async {
                 while let Some(record) = stream.next().await {
                     let record = record?;
-                    if reader == Reader::ByHand {
+                    if reader == Side::ByHand {
                         let header = record
                             .headers()
                             .and_then(|h| h.iter().find(|h| h.key == AUTHORIZATION))

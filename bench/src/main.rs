@@ -110,23 +110,23 @@ impl Broker {
 
     /// Who publishes in turn: the raw client and jwt-relay, and on RabbitMQ the raw client
     /// asking by hand for what jwt-relay's publisher asks by default (`mandatory`).
-    fn writers(&self) -> &'static [Writer] {
+    fn publishers(&self) -> &'static [Side] {
         match self {
-            Broker::RabbitMq(_) => &[Writer::Raw, Writer::ByHand, Writer::JwtRelay],
-            _ => &[Writer::Raw, Writer::JwtRelay],
+            Broker::RabbitMq(_) => &Side::ALL,
+            _ => &[Side::Raw, Side::JwtRelay],
         }
     }
 
     async fn publish(
         &self,
-        writer: Writer,
+        publisher: Side,
         tokens: &[String],
         contexts: &[AuthContext],
     ) -> Result<f64, Failure> {
-        let wrapped = writer == Writer::JwtRelay;
+        let wrapped = publisher == Side::JwtRelay;
         match self {
             Broker::Kafka(b) => b.publish(wrapped, tokens, contexts).await,
-            Broker::RabbitMq(b) => b.publish(writer, tokens, contexts).await,
+            Broker::RabbitMq(b) => b.publish(publisher, tokens, contexts).await,
             Broker::Nats(b) => b.publish(wrapped, tokens, contexts).await,
             Broker::JetStream(b) => b.publish(wrapped, tokens, contexts).await,
         }
@@ -149,7 +149,7 @@ impl Broker {
         }
     }
 
-    async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
+    async fn consume(&self, reader: Side, guard: Guard) -> Result<f64, Failure> {
         match self {
             Broker::Kafka(b) => b.consume(reader, guard).await,
             Broker::RabbitMq(b) => b.consume(reader, guard).await,
@@ -308,13 +308,14 @@ async fn measure(broker: &Broker, keys: &Keys, args: &Args) -> Result<Vec<Compar
         if !distinct {
             let contexts = keys.contexts(&tokens).await?;
             let mut comparison = Comparison::new(broker.name(), scenario, "publish", messages);
-            let writers = broker.writers();
+            let publishers = broker.publishers();
             for run in 0..args.runs {
                 // Each goes first in turn, so warming up favours none.
-                for writer in in_turn(writers, run) {
-                    let rate = broker.publish(writer, &tokens, &contexts).await?;
-                    eprintln!("  {} publish, {}: {rate:.0}/s", scenario.label(), writer.name());
-                    comparison.push_write(writer, rate);
+                for publisher in in_turn(publishers, run) {
+                    let rate = broker.publish(publisher, &tokens, &contexts).await?;
+                    let name = publisher.name("publish");
+                    eprintln!("  {} publish, {name}: {rate:.0}/s", scenario.label());
+                    comparison.push(publisher, rate);
                 }
             }
             emit(&comparison.json());
@@ -324,7 +325,7 @@ async fn measure(broker: &Broker, keys: &Keys, args: &Args) -> Result<Vec<Compar
         let mut comparison = Comparison::new(broker.name(), scenario, "consume", messages);
         for run in 0..args.runs {
             // Each goes first in turn, so warming up favours none.
-            for reader in in_turn(&Reader::ALL, run) {
+            for reader in in_turn(&Side::ALL, run) {
                 let mut lost = 0;
                 let rate = loop {
                     // A new verifier each time: its cache starts empty, as a new consumer's would.
@@ -337,8 +338,9 @@ async fn measure(broker: &Broker, keys: &Keys, args: &Args) -> Result<Vec<Compar
                         rate => break rate?,
                     }
                 };
-                eprintln!("  {} consume, {}: {rate:.0}/s", scenario.label(), reader.name());
-                comparison.push_read(reader, rate);
+                let name = reader.name("consume");
+                eprintln!("  {} consume, {name}: {rate:.0}/s", scenario.label());
+                comparison.push(reader, rate);
             }
         }
         if distinct {
@@ -383,50 +385,31 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// Who writes the messages of a publish run.
+/// Who publishes or consumes the messages of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Writer {
-    /// The raw client, the token header written by hand.
+enum Side {
+    /// The raw client. Publishing, it writes the token header by hand; consuming, it reads and
+    /// acks (or stores the offset), and nothing more.
     Raw,
-    /// The raw client, also asking by hand for what jwt-relay's publisher asks by default and
-    /// the raw client does not: on RabbitMQ, `mandatory` (an unroutable message comes back
-    /// instead of vanishing). The other brokers' raw publishers already wait for the same acks.
+    /// The raw client, doing by hand the least of what jwt-relay does beyond it. Consuming: the
+    /// token read from its header and verified in place, one message at a time, before the ack
+    /// (the least a consumer that checks identity does). Publishing on RabbitMQ: `mandatory`,
+    /// so that an unroutable message comes back instead of vanishing (the other brokers' raw
+    /// publishers already wait for the same acks as jwt-relay's).
     ByHand,
-    /// jwt-relay's publisher.
+    /// jwt-relay's publisher or consumer.
     JwtRelay,
 }
 
-impl Writer {
-    fn name(self) -> &'static str {
-        match self {
-            Writer::Raw => "raw",
-            Writer::ByHand => "raw, mandatory by hand",
-            Writer::JwtRelay => "jwt-relay",
-        }
-    }
-}
+impl Side {
+    const ALL: [Side; 3] = [Side::Raw, Side::ByHand, Side::JwtRelay];
 
-/// Who reads the messages of a consume run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reader {
-    /// The raw client: it reads and acks (or stores the offset), and nothing more.
-    Raw,
-    /// The raw client and a check written by hand: the token read from its header and verified
-    /// in place, one message at a time, before the ack. The least a consumer that checks
-    /// identity does.
-    ByHand,
-    /// jwt-relay's consumer.
-    JwtRelay,
-}
-
-impl Reader {
-    const ALL: [Reader; 3] = [Reader::Raw, Reader::ByHand, Reader::JwtRelay];
-
-    fn name(self) -> &'static str {
-        match self {
-            Reader::Raw => "raw",
-            Reader::ByHand => "raw, checked by hand",
-            Reader::JwtRelay => "jwt-relay",
+    fn name(self, operation: &str) -> &'static str {
+        match (self, operation) {
+            (Side::Raw, _) => "raw",
+            (Side::ByHand, "publish") => "raw, mandatory by hand",
+            (Side::ByHand, _) => "raw, checked by hand",
+            (Side::JwtRelay, _) => "jwt-relay",
         }
     }
 }

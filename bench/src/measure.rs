@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::Side;
 use crate::tokens::Scenario;
-use crate::{Reader, Writer};
 
 /// Every message's payload: 1 KiB.
 pub(crate) fn payload() -> Vec<u8> {
@@ -96,21 +96,12 @@ impl Comparison {
         }
     }
 
-    /// One publish run's rate.
-    pub(crate) fn push_write(&mut self, writer: Writer, rate: f64) {
-        match writer {
-            Writer::Raw => self.raw.push(rate),
-            Writer::ByHand => self.by_hand.push(rate),
-            Writer::JwtRelay => self.wrapped.push(rate),
-        }
-    }
-
-    /// One consume run's rate.
-    pub(crate) fn push_read(&mut self, reader: Reader, rate: f64) {
-        match reader {
-            Reader::Raw => self.raw.push(rate),
-            Reader::ByHand => self.by_hand.push(rate),
-            Reader::JwtRelay => self.wrapped.push(rate),
+    /// One run's rate.
+    pub(crate) fn push(&mut self, side: Side, rate: f64) {
+        match side {
+            Side::Raw => self.raw.push(rate),
+            Side::ByHand => self.by_hand.push(rate),
+            Side::JwtRelay => self.wrapped.push(rate),
         }
     }
 
@@ -212,9 +203,9 @@ mod tests {
     fn each_reader_has_its_own_median_and_jwt_relay_is_compared_with_the_check_by_hand() {
         let mut comparison = Comparison::new("kafka", Scenario::Shared, "consume", 10);
         for (raw, by_hand, wrapped) in [(100.0, 50.0, 40.0), (300.0, 70.0, 60.0), (200.0, 60.0, 30.0)] {
-            comparison.push_read(Reader::Raw, raw);
-            comparison.push_read(Reader::ByHand, by_hand);
-            comparison.push_read(Reader::JwtRelay, wrapped);
+            comparison.push(Side::Raw, raw);
+            comparison.push(Side::ByHand, by_hand);
+            comparison.push(Side::JwtRelay, wrapped);
         }
         assert_eq!(comparison.raw_median(), 200.0);
         assert_eq!(comparison.wrapped_median(), 40.0);

@@ -13,7 +13,7 @@ use jwt_relay_nats::{JetStreamConsumer, JetStreamPublisher, NatsPublisher, NatsS
 use tokio::sync::Notify;
 
 use crate::measure::{Progress, payload, rate};
-use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Reader, bearer, check_by_hand, concurrently, unique};
+use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Side, bearer, check_by_hand, concurrently, unique};
 
 fn headers_with(token: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -147,7 +147,7 @@ impl NatsCore {
     }
 
     /// Subscribes, then has the second connection publish every message.
-    pub(crate) async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
+    pub(crate) async fn consume(&self, reader: Side, guard: Guard) -> Result<f64, Failure> {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let count = tokens.len();
         let subject = unique("bench.consume");
@@ -162,7 +162,7 @@ impl NatsCore {
                     .map_err(|e| e.to_string())
             })
         };
-        if reader == Reader::JwtRelay {
+        if reader == Side::JwtRelay {
             let settled = stop_after(count, &progress, &done);
             let subscription = NatsSubscriber::new(self.client.clone(), guard)
                 .on_event(move |_| settled())
@@ -194,7 +194,7 @@ impl NatsCore {
             let fed = feed();
             let read = async {
                 while let Some(message) = subscriber.next().await {
-                    if reader == Reader::ByHand {
+                    if reader == Side::ByHand {
                         check_by_hand(guard.verifier(), authorization(&message)).await?;
                     }
                     if progress.tick() == count {
@@ -307,7 +307,7 @@ impl JetStream {
     }
 
     /// A new pull consumer reads the stream from its start, acking each message.
-    pub(crate) async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
+    pub(crate) async fn consume(&self, reader: Side, guard: Guard) -> Result<f64, Failure> {
         let count = *self.prepared.lock().unwrap_or_else(|p| p.into_inner());
         let stream = self.jetstream.get_stream(&self.stream).await?;
         let name = unique("bench").replace('.', "_");
@@ -318,7 +318,7 @@ impl JetStream {
             })
             .await?;
         let progress = Arc::new(Progress::default());
-        if reader == Reader::JwtRelay {
+        if reader == Side::JwtRelay {
             let done = Arc::new(Notify::new());
             let settled = stop_after(count, &progress, &done);
             let report = tokio::time::timeout(
@@ -339,7 +339,7 @@ impl JetStream {
             let read = async {
                 while let Some(message) = messages.next().await {
                     let message = message?;
-                    if reader == Reader::ByHand {
+                    if reader == Side::ByHand {
                         check_by_hand(guard.verifier(), authorization(&message)).await?;
                     }
                     message.ack().await?;

@@ -15,7 +15,7 @@ use jwt_relay_rabbitmq::lapin::{BasicProperties, Channel, Connection};
 use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Topology};
 
 use crate::measure::{Progress, payload};
-use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Reader, Writer, bearer, check_by_hand, concurrently, unique};
+use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Side, bearer, check_by_hand, concurrently, unique};
 
 const PREFETCH: u16 = 10;
 
@@ -98,11 +98,11 @@ impl RabbitMq {
     /// queue, untimed).
     pub(crate) async fn publish(
         &self,
-        writer: Writer,
+        publisher: Side,
         tokens: &[String],
         contexts: &[AuthContext],
     ) -> Result<f64, Failure> {
-        let rate = if writer == Writer::JwtRelay {
+        let rate = if publisher == Side::JwtRelay {
             let body = payload();
             let queue = self.topology.queue();
             concurrently(tokens.len(), IN_FLIGHT, |i| {
@@ -116,7 +116,7 @@ impl RabbitMq {
             })
             .await?
         } else {
-            self.publish_raw(tokens, writer == Writer::ByHand).await?
+            self.publish_raw(tokens, publisher == Side::ByHand).await?
         };
         self.purge().await?;
         Ok(rate)
@@ -128,12 +128,12 @@ impl RabbitMq {
     }
 
     /// Fills the queue (untimed), then consumes and acks every message.
-    pub(crate) async fn consume(&self, reader: Reader, guard: Guard) -> Result<f64, Failure> {
+    pub(crate) async fn consume(&self, reader: Side, guard: Guard) -> Result<f64, Failure> {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.publish_raw(&tokens, false).await?;
         let count = tokens.len();
         let progress = Arc::new(Progress::default());
-        if reader == Reader::JwtRelay {
+        if reader == Side::JwtRelay {
             let ticks = progress.clone();
             let report = tokio::time::timeout(
                 crate::tokens::PATIENCE,
@@ -168,7 +168,7 @@ impl RabbitMq {
             let read = async {
                 while let Some(delivery) = consumer.next().await {
                     let delivery = delivery?;
-                    if reader == Reader::ByHand {
+                    if reader == Side::ByHand {
                         let header = delivery
                             .properties
                             .headers()
