@@ -1,9 +1,11 @@
 //! What a dead-lettered copy carries: the payload and the other headers,
-//! the reason, and no usable token unless the user opts in.
+//! the reason, and no credential (no usable token unless the user opts in).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::error::Error;
+use crate::carrier::Extractor;
+use crate::error::{Error, ErrorKind};
 use crate::token_header::TokenHeader;
 use crate::verifier::unix_seconds;
 
@@ -36,43 +38,124 @@ pub const ORIGINAL_TIMESTAMP: &str = "x-jwt-relay-original-timestamp";
 /// The reason headers, in this order.
 const REASONS: [&str; 4] = [REASON_KIND, REASON_CLASS, REASON_MESSAGE, REASON_TIME];
 
-/// Whether an original header named `name` stays in the dead-lettered copy:
-/// not the token header (in any casing) unless `keep_token`, and not an
-/// earlier reason header (replaced by [`reason_headers`]). A carrier with
-/// typed values (AMQP) filters on this and keeps each value as it is.
-pub fn keep_in_dead_letter(name: &str, token_header: &TokenHeader, keep_token: bool) -> bool {
-    (keep_token || !name.eq_ignore_ascii_case(token_header.name()))
-        && !REASONS.iter().any(|r| name.eq_ignore_ascii_case(r))
+/// Headers that carry credentials: left out of every dead-lettered copy, in
+/// any casing, whatever the token header is ([`Redaction::credentials`]
+/// replaces the list).
+pub const CREDENTIAL_HEADERS: [&str; 5] = [
+    "Authorization",
+    "Proxy-Authorization",
+    "X-Forwarded-Authorization",
+    "Txn-Token",
+    "Cookie",
+];
+
+/// The longest [`REASON_MESSAGE`], in bytes; a longer message is cut and
+/// ends with `...`.
+pub const MAX_REASON_MESSAGE: usize = 512;
+
+/// What a dead-lettered copy leaves out: the token header (unless the user
+/// keeps it), every credential header ([`CREDENTIAL_HEADERS`] by default),
+/// and earlier reason headers (replaced by [`reason_headers`]). Names match
+/// in any casing. A carrier with nested values (AMQP tables) applies it at
+/// every level.
+///
+/// ```
+/// use jwt_relay::{Redaction, TokenHeader};
+///
+/// let redaction = Redaction::new(TokenHeader::raw("Txn-Token"));
+/// assert!(!redaction.keeps("txn-token"));
+/// assert!(!redaction.keeps("COOKIE"));
+/// assert!(redaction.keeps("x-order-id"));
+/// assert!(redaction.keep_token(true).keeps("Txn-Token"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redaction {
+    token_header: TokenHeader,
+    keep_token: bool,
+    credentials: Arc<[Box<str>]>,
+}
+
+impl Redaction {
+    /// Leaves out `token_header` and the [`CREDENTIAL_HEADERS`].
+    pub fn new(token_header: TokenHeader) -> Self {
+        Redaction {
+            token_header,
+            keep_token: false,
+            credentials: CREDENTIAL_HEADERS.iter().map(|&name| name.into()).collect(),
+        }
+    }
+
+    /// Keeps the token header itself (off by default: dead letters are read
+    /// by operators and tools). The other credential headers still go.
+    pub fn keep_token(mut self, keep: bool) -> Self {
+        self.keep_token = keep;
+        self
+    }
+
+    /// Replaces the list of credential headers left out besides the token
+    /// header.
+    pub fn credentials(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.credentials = names.into_iter().map(|name| name.into().into_boxed_str()).collect();
+        self
+    }
+
+    /// Whether a header named `name` stays in the dead-lettered copy.
+    pub fn keeps(&self, name: &str) -> bool {
+        if name.eq_ignore_ascii_case(self.token_header.name()) {
+            return self.keep_token;
+        }
+        !self.credentials.iter().any(|c| name.eq_ignore_ascii_case(c))
+            && !REASONS.iter().any(|r| name.eq_ignore_ascii_case(r))
+    }
 }
 
 /// The reason headers of a dead-lettered copy: [`REASON_KIND`],
-/// [`REASON_CLASS`], [`REASON_MESSAGE`] (escaped to printable ASCII, so every
-/// broker can carry it) and [`REASON_TIME`] (`now`, in Unix seconds).
+/// [`REASON_CLASS`], [`REASON_MESSAGE`] (control characters dropped, other
+/// non-ASCII escaped, at most [`MAX_REASON_MESSAGE`] bytes, so every broker
+/// can carry it and a handler's error text cannot flood it) and
+/// [`REASON_TIME`] (`now`, in Unix seconds).
 pub fn reason_headers(reason: &Error, now: SystemTime) -> [(&'static str, String); 4] {
-    let message: String = reason.message().chars().flat_map(char::escape_default).collect();
     [
         (REASON_KIND, reason.kind().as_str().to_owned()),
         (REASON_CLASS, reason.class().as_str().to_owned()),
-        (REASON_MESSAGE, message),
+        (REASON_MESSAGE, printable(reason.message())),
         (REASON_TIME, unix_seconds(now).to_string()),
     ]
 }
 
+/// `text` as printable ASCII of at most [`MAX_REASON_MESSAGE`] bytes: each
+/// control character becomes a space, other non-ASCII is escaped (`\u{e9}`).
+fn printable(text: &str) -> String {
+    const CUT: &str = "...";
+    let mut out = String::with_capacity(text.len().min(MAX_REASON_MESSAGE));
+    for c in text.chars() {
+        let start = out.len();
+        match c {
+            c if c.is_control() => out.push(' '),
+            c if c.is_ascii() => out.push(c),
+            c => out.extend(c.escape_default()),
+        }
+        if out.len() > MAX_REASON_MESSAGE {
+            out.truncate(start.min(MAX_REASON_MESSAGE - CUT.len()));
+            out.push_str(CUT);
+            break;
+        }
+    }
+    out
+}
+
 /// The headers of a dead-lettered copy: the original ones in order, minus
-/// the token header (in any casing) unless `keep_token`, minus earlier
-/// reason headers, plus the reason ([`keep_in_dead_letter`], then
-/// [`reason_headers`]). Every added value is printable ASCII, so every
-/// broker can carry it.
+/// what `redaction` leaves out, plus the reason ([`reason_headers`]). Every
+/// added value is printable ASCII, so every broker can carry it.
 pub fn dead_letter_headers<'a>(
     original: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     reason: &Error,
-    token_header: &TokenHeader,
-    keep_token: bool,
+    redaction: &Redaction,
     now: SystemTime,
 ) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = original
         .into_iter()
-        .filter(|(name, _)| keep_in_dead_letter(name, token_header, keep_token))
+        .filter(|(name, _)| redaction.keeps(name))
         .map(|(name, value)| (name.to_owned(), value.to_vec()))
         .collect();
     out.extend(
@@ -83,26 +166,45 @@ pub fn dead_letter_headers<'a>(
     out
 }
 
+/// Whether the message is already one of jwt-relay's dead-lettered copies
+/// (it carries [`REASON_KIND`]): if so, the error to report instead of
+/// dead-lettering it again ([`ErrorKind::AlreadyDeadLettered`]). A consumer
+/// that reads its own dead letters (a dead-letter destination inside what
+/// it consumes) settles such a message and counts it, and never copies it
+/// again, so no loop can grow.
+pub fn already_dead_lettered(headers: &dyn Extractor) -> Option<Error> {
+    if headers.get_all(REASON_KIND).is_empty() {
+        return None;
+    }
+    Some(Error::new(
+        ErrorKind::AlreadyDeadLettered,
+        "the message is already a dead-lettered copy (it has `x-jwt-relay-reason-kind`): settled, not \
+         dead-lettered again; is the dead-letter destination inside what this consumer reads?",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorKind;
+    use crate::Headers;
+
+    fn redaction() -> Redaction {
+        Redaction::new(TokenHeader::default())
+    }
 
     #[test]
-    fn drops_the_token_keeps_the_rest_adds_the_reason() {
+    fn drops_the_token_and_the_credentials_keeps_the_rest_adds_the_reason() {
         let original: Vec<(&str, &[u8])> = vec![
             ("authorization", b"Bearer secret.token.value"),
             ("x-order", b"42"),
+            ("PROXY-Authorization", b"Basic c2VjcmV0"),
+            ("x-forwarded-authorization", b"Bearer secret.other"),
+            ("txn-token", b"secret.txn.token"),
+            ("Cookie", b"session=secret"),
             (REASON_KIND, b"old"),
         ];
         let reason = Error::new(ErrorKind::BadSignature, "key `k1` says no… é");
-        let headers = dead_letter_headers(
-            original.clone(),
-            &reason,
-            &TokenHeader::default(),
-            false,
-            SystemTime::UNIX_EPOCH,
-        );
+        let headers = dead_letter_headers(original.clone(), &reason, &redaction(), SystemTime::UNIX_EPOCH);
         let names: Vec<_> = headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -120,30 +222,60 @@ mod tests {
         let kept = dead_letter_headers(
             original,
             &reason,
-            &TokenHeader::default(),
-            true,
+            &redaction().keep_token(true),
             SystemTime::UNIX_EPOCH,
         );
-        assert_eq!(kept[0].0, "authorization");
+        let names: Vec<_> = kept.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names[..2], ["authorization", "x-order"], "only the token is kept");
+    }
+
+    #[test]
+    fn the_credential_list_is_configurable() {
+        let custom = redaction().credentials(["X-Api-Key"]);
+        assert!(!custom.keeps("x-api-key"));
+        assert!(custom.keeps("Cookie"), "replaced, not added to");
+        assert!(!custom.keeps("Authorization"), "the token header always goes");
+        let txn = Redaction::new(TokenHeader::raw("Txn-Token")).keep_token(true);
+        assert!(txn.keeps("TXN-TOKEN"));
+        assert!(!txn.keeps("authorization"), "a credential, though not the token header");
     }
 
     #[test]
     fn typed_carriers_filter_names_and_add_the_reason_themselves() {
-        let token_header = TokenHeader::default();
-        assert!(!keep_in_dead_letter("AUTHORIZATION", &token_header, false));
-        assert!(keep_in_dead_letter("AUTHORIZATION", &token_header, true));
-        assert!(!keep_in_dead_letter(
-            "X-JWT-Relay-Reason-Kind",
-            &token_header,
-            true
-        ));
-        assert!(keep_in_dead_letter("x-order", &token_header, false));
-        let reason = Error::new(ErrorKind::Handler, "line\nbreak");
+        assert!(!redaction().keeps("AUTHORIZATION"));
+        assert!(redaction().keep_token(true).keeps("AUTHORIZATION"));
+        assert!(!redaction().keep_token(true).keeps("X-JWT-Relay-Reason-Kind"));
+        assert!(redaction().keeps("x-order"));
+        let reason = Error::new(ErrorKind::Handler, "line\nbreak\u{1b}[31m\0");
         let reasons = reason_headers(&reason, SystemTime::UNIX_EPOCH);
         let names: Vec<_> = reasons.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, [REASON_KIND, REASON_CLASS, REASON_MESSAGE, REASON_TIME]);
         assert_eq!(reasons[0].1, "Handler");
-        assert_eq!(reasons[2].1, "line\\nbreak");
+        assert_eq!(reasons[2].1, "line break [31m ", "control characters dropped");
         assert_eq!(reasons[3].1, "0");
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_the_bound() {
+        for text in ["x".repeat(10_000), "é".repeat(5_000), "\n".repeat(600)] {
+            let reason = Error::new(ErrorKind::Handler, text.clone());
+            let message = &reason_headers(&reason, SystemTime::UNIX_EPOCH)[2].1;
+            assert!(message.len() <= MAX_REASON_MESSAGE, "{}", message.len());
+            assert!(message.ends_with("..."), "{message}");
+            assert!(message.bytes().all(|b| (0x20..0x7f).contains(&b)));
+        }
+        let exact = "y".repeat(MAX_REASON_MESSAGE);
+        let reason = Error::new(ErrorKind::Handler, exact.clone());
+        assert_eq!(reason_headers(&reason, SystemTime::UNIX_EPOCH)[2].1, exact);
+    }
+
+    #[test]
+    fn a_copy_is_recognised_as_already_dead_lettered() {
+        let mut headers = Headers::new();
+        headers.append("x-order", "42");
+        assert!(already_dead_lettered(&headers).is_none());
+        headers.append("X-JWT-Relay-Reason-Kind", "Missing");
+        let error = already_dead_lettered(&headers).map(|e| e.kind());
+        assert_eq!(error, Some(ErrorKind::AlreadyDeadLettered));
     }
 }

@@ -72,6 +72,15 @@ pub enum ErrorKind {
     ExchangeUnauthorized,
     /// The user's handler failed (after its retries).
     Handler,
+    /// The broker dead-lettered the message itself (message TTL, queue
+    /// length limit, delivery limit, a reject by another client); the
+    /// message says why, from the broker's own record.
+    BrokerDeadLettered,
+    /// The message is itself a dead-lettered copy (it carries jwt-relay's
+    /// reason headers) and would be dead-lettered again: it is settled
+    /// without another copy, so a dead-letter destination that its own
+    /// consumer reads cannot loop.
+    AlreadyDeadLettered,
     /// A configured key is unusable (weak, wrong curve, bad encoding).
     InvalidKey,
     /// The setup is wrong (no issuer, bad option, crypto backend missing).
@@ -119,6 +128,8 @@ impl ErrorKind {
             ErrorKind::ExchangeUnavailable => "ExchangeUnavailable",
             ErrorKind::ExchangeUnauthorized => "ExchangeUnauthorized",
             ErrorKind::Handler => "Handler",
+            ErrorKind::BrokerDeadLettered => "BrokerDeadLettered",
+            ErrorKind::AlreadyDeadLettered => "AlreadyDeadLettered",
             ErrorKind::InvalidKey => "InvalidKey",
             ErrorKind::Configuration => "Configuration",
         }

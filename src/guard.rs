@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use crate::backoff::Backoff;
 use crate::carrier::Extractor;
 use crate::context::{Acceptance, AuthContext};
+use crate::dead_letter::Redaction;
 use crate::error::ErrorKind;
 use crate::policy::{DynPolicy, ExpiredToken, ExpiryPolicy, Outcome, PublishTime, Reject};
 use crate::verifier::{Verifier, unix_seconds};
@@ -62,6 +63,7 @@ struct Inner {
     by_destination: HashMap<String, Arc<dyn DynPolicy>>,
     backoff: Backoff,
     record_subject: bool,
+    redaction: Redaction,
 }
 
 impl std::fmt::Debug for Guard {
@@ -78,6 +80,7 @@ impl std::fmt::Debug for Guard {
             )
             .field("backoff", &self.inner.backoff)
             .field("record_subject", &self.inner.record_subject)
+            .field("redaction", &self.inner.redaction)
             .finish_non_exhaustive()
     }
 }
@@ -103,12 +106,13 @@ impl Guard {
     pub fn builder(verifier: Verifier) -> GuardBuilder {
         GuardBuilder {
             inner: Inner {
-                verifier,
                 default: Arc::new(Reject),
                 by_issuer: HashMap::new(),
                 by_destination: HashMap::new(),
                 backoff: Backoff::default(),
                 record_subject: false,
+                redaction: Redaction::new(verifier.token_header().clone()),
+                verifier,
             },
         }
     }
@@ -121,6 +125,13 @@ impl Guard {
     /// The backoff used for transient failures.
     pub fn backoff(&self) -> Backoff {
         self.inner.backoff
+    }
+
+    /// What dead-lettered copies leave out: the verifier's token header
+    /// (kept when `keep_token`) and the
+    /// [credential headers](GuardBuilder::credential_headers).
+    pub fn redaction(&self, keep_token: bool) -> Redaction {
+        self.inner.redaction.clone().keep_token(keep_token)
     }
 
     /// Writes who the token is from into the message's span: issuer, key id,
@@ -238,6 +249,16 @@ impl GuardBuilder {
     /// person, and traces are widely read). Never in metrics.
     pub fn record_subject(mut self, record: bool) -> Self {
         self.inner.record_subject = record;
+        self
+    }
+
+    /// The headers, besides the token header, that no dead-lettered copy
+    /// carries, in any casing ([`CREDENTIAL_HEADERS`](crate::CREDENTIAL_HEADERS)
+    /// by default: `Authorization`, `Proxy-Authorization`,
+    /// `X-Forwarded-Authorization`, `Txn-Token`, `Cookie`). This replaces the
+    /// list.
+    pub fn credential_headers(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.inner.redaction = self.inner.redaction.credentials(names);
         self
     }
 

@@ -101,9 +101,9 @@ pub use claims::Claims;
 pub use consume_error::{ConsumeError, ConsumeErrorKind};
 pub use context::{Acceptance, Actor, AuthContext};
 pub use dead_letter::{
-    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
-    ORIGINAL_TIMESTAMP, REASON_CLASS, REASON_KIND, REASON_MESSAGE, REASON_TIME, dead_letter_headers,
-    keep_in_dead_letter, reason_headers,
+    CREDENTIAL_HEADERS, MAX_REASON_MESSAGE, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SEQUENCE,
+    ORIGINAL_STREAM, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, REASON_CLASS, REASON_KIND, REASON_MESSAGE,
+    REASON_TIME, Redaction, already_dead_lettered, dead_letter_headers, reason_headers,
 };
 pub use error::{Error, ErrorClass, ErrorKind, Result};
 pub use exchange::{

@@ -16,7 +16,7 @@ use super::message::{Message, MessageId};
 use crate::backoff::Backoff;
 use crate::carrier::Headers;
 use crate::context::AuthContext;
-use crate::dead_letter::dead_letter_headers;
+use crate::dead_letter::{already_dead_lettered, dead_letter_headers};
 use crate::error::{Error, Result};
 use crate::guard::{Guard, MessageInfo};
 use crate::handler::{HandlerVerdict, after_handler_failure, run_handler};
@@ -182,14 +182,7 @@ impl MemoryConsumer {
                     self.handle(lease, context, message, failures, handler, report)
                         .await;
                 }
-                Outcome::Reject(reason) => {
-                    self.dead_letter(lease, &message, &reason);
-                    report.dead_lettered += 1;
-                    observe(EventOutcome::Rejected {
-                        reason: &reason,
-                        dead_letter: Some(&self.dead_letter_topic),
-                    });
-                }
+                Outcome::Reject(reason) => self.dead_letter(lease, &message, &reason, report),
                 Outcome::Retry(error, delay) => {
                     lease.retry(delay, failures);
                     report.retried += 1;
@@ -253,32 +246,40 @@ impl MemoryConsumer {
                 };
                 outcome.observe("memory", &self.topic, &message.id);
             }
-            HandlerVerdict::DeadLetter(reason) => {
-                self.dead_letter(lease, &message, &reason);
-                report.dead_lettered += 1;
-                let outcome = EventOutcome::Rejected {
-                    reason: &reason,
-                    dead_letter: Some(&self.dead_letter_topic),
-                };
-                outcome.observe("memory", &self.topic, &message.id);
-            }
+            HandlerVerdict::DeadLetter(reason) => self.dead_letter(lease, &message, &reason, report),
         }
     }
 
-    fn dead_letter(&self, lease: Lease<'_>, message: &Message, reason: &Error) {
-        let token_header = self.guard.verifier().token_header();
+    /// Publishes the copy and settles the original, or, when the message
+    /// already is a dead-lettered copy, settles it without another.
+    fn dead_letter(&self, lease: Lease<'_>, message: &Message, reason: &Error, report: &mut RunReport) {
+        if let Some(again) = already_dead_lettered(&message.headers) {
+            lease.ack();
+            report.rejected += 1;
+            let outcome = EventOutcome::Rejected {
+                reason: &again,
+                dead_letter: None,
+            };
+            outcome.observe("memory", &self.topic, &message.id);
+            return;
+        }
         let mut headers = Headers::new();
         let kept = dead_letter_headers(
             message.headers.iter(),
             reason,
-            token_header,
-            self.keep_token,
+            &self.guard.redaction(self.keep_token),
             SystemTime::now(),
         );
         for (name, value) in kept {
             headers.append(name, value);
         }
         lease.dead_letter(&self.dead_letter_topic, headers);
+        report.dead_lettered += 1;
+        let outcome = EventOutcome::Rejected {
+            reason,
+            dead_letter: Some(&self.dead_letter_topic),
+        };
+        outcome.observe("memory", &self.topic, &message.id);
     }
 }
 

@@ -60,6 +60,9 @@ pub struct RunReport {
     /// Messages moved to the dead-letter topic: rejected by the guard, or
     /// out of handler attempts.
     pub dead_lettered: u64,
+    /// Messages acknowledged without a copy because they already were
+    /// dead-lettered copies ([`ErrorKind::AlreadyDeadLettered`](crate::ErrorKind::AlreadyDeadLettered)).
+    pub rejected: u64,
     /// Redeliveries scheduled: transient failures, and handler failures
     /// with attempts left.
     pub retried: u64,

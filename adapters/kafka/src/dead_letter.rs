@@ -3,8 +3,8 @@
 use std::time::SystemTime;
 
 use jwt_relay::{
-    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, TokenHeader,
-    keep_in_dead_letter, reason_headers,
+    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Redaction,
+    reason_headers,
 };
 use rdkafka::Timestamp;
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage};
@@ -61,19 +61,18 @@ const ORIGINS: [&str; 4] = [
 ];
 
 /// The headers of a dead-lettered copy: the original ones in order (null values kept; none
-/// unless `with_headers`), minus the token header unless `keep_token`, plus the reason and
-/// where the record was.
+/// unless `with_headers`), minus what `redaction` leaves out (the token, the credentials), plus
+/// the reason and where the record was.
 pub(crate) fn copy_headers(
     record: &OwnedMessage,
     reason: &jwt_relay::Error,
-    token_header: &TokenHeader,
-    keep_token: bool,
+    redaction: &Redaction,
     with_headers: bool,
 ) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     let original = record.headers().filter(|_| with_headers);
     let kept = original.into_iter().flat_map(|h| h.iter()).filter(|h| {
-        keep_in_dead_letter(h.key, token_header, keep_token)
+        redaction.keeps(h.key)
             && !ORIGINS.iter().any(|o| h.key.eq_ignore_ascii_case(o))
     });
     for header in kept {
@@ -128,6 +127,10 @@ mod tests {
                 key: "x-order",
                 value: Some("42"),
             })
+            .insert(Header {
+                key: "Cookie",
+                value: Some("session=secret"),
+            })
             .insert(Header::<&str> {
                 key: "x-null",
                 value: None,
@@ -146,8 +149,10 @@ mod tests {
             Some(original),
         );
         let reason = jwt_relay::Error::new(ErrorKind::BadSignature, "key `k1` says no");
-        let copy = copy_headers(&record, &reason, &TokenHeader::default(), false, true);
+        let redaction = Redaction::new(jwt_relay::TokenHeader::default());
+        let copy = copy_headers(&record, &reason, &redaction, true);
         assert!(value(&copy, "authorization").is_empty());
+        assert!(value(&copy, "Cookie").is_empty(), "no credential either");
         assert_eq!(value(&copy, "x-order"), [Some(&b"42"[..])]);
         assert_eq!(value(&copy, "x-null"), [None]);
         assert_eq!(value(&copy, REASON_KIND), [Some(&b"BadSignature"[..])]);
@@ -159,7 +164,7 @@ mod tests {
             value(&copy, ORIGINAL_TIMESTAMP),
             [Some(&b"1700000000000 log-append-time"[..])]
         );
-        let kept = copy_headers(&record, &reason, &TokenHeader::default(), true, true);
+        let kept = copy_headers(&record, &reason, &redaction.keep_token(true), true);
         assert_eq!(
             value(&kept, "authorization").len(),
             1,

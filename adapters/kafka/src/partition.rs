@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use jwt_relay::observe::consume_span;
 use jwt_relay::{
     ErrorKind, EventOutcome, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure,
-    run_handler,
+    already_dead_lettered, run_handler,
 };
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -306,9 +306,18 @@ where
         with_headers: bool,
     ) -> Step {
         let inner = &self.inner;
+        if let Some(again) = already_dead_lettered(&KafkaHeaders::new(record.headers())) {
+            self.store(record);
+            let outcome = EventOutcome::Rejected {
+                reason: &again,
+                dead_letter: None,
+            };
+            self.report(record, outcome);
+            return Step::Settled;
+        }
         let target = inner.dead_letter.topic_for(&self.topic);
-        let token_header = inner.guard.verifier().token_header();
-        let headers = copy_headers(record, reason, token_header, inner.keep_token, with_headers);
+        let redaction = inner.guard.redaction(inner.keep_token);
+        let headers = copy_headers(record, reason, &redaction, with_headers);
         let mut copy: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&target).headers(headers);
         copy.payload = record.payload();
         copy.key = record.key();

@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use async_nats::HeaderMap;
-use jwt_relay::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, TokenHeader, dead_letter_headers};
+use jwt_relay::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, Redaction, dead_letter_headers};
 
 use crate::headers::{pairs, to_header_map};
 
@@ -47,8 +47,7 @@ pub(crate) struct Origin<'a> {
 pub(crate) fn copy_headers(
     original: Option<&HeaderMap>,
     reason: &jwt_relay::Error,
-    token_header: &TokenHeader,
-    keep_token: bool,
+    redaction: &Redaction,
     origin: Origin<'_>,
 ) -> HeaderMap {
     let ours = [ORIGINAL_SUBJECT, ORIGINAL_STREAM, ORIGINAL_SEQUENCE];
@@ -56,7 +55,7 @@ pub(crate) fn copy_headers(
         let lower = name.to_ascii_lowercase();
         !ours.contains(&lower.as_str()) && !PUBLISH_CONTROLS.iter().any(|p| lower.starts_with(p))
     });
-    let mut headers = dead_letter_headers(kept, reason, token_header, keep_token, SystemTime::now());
+    let mut headers = dead_letter_headers(kept, reason, redaction, SystemTime::now());
     headers.push((ORIGINAL_SUBJECT.to_owned(), origin.subject.as_bytes().to_vec()));
     if let Some(stream) = origin.stream {
         headers.push((ORIGINAL_STREAM.to_owned(), stream.as_bytes().to_vec()));
@@ -85,7 +84,8 @@ mod tests {
             stream: Some("ORDERS"),
             sequence: Some(9),
         };
-        let copy = copy_headers(Some(&original), &reason, &TokenHeader::default(), false, origin);
+        let redaction = Redaction::new(jwt_relay::TokenHeader::default());
+        let copy = copy_headers(Some(&original), &reason, &redaction, origin);
         let get = |n: &str| copy.get(n).map(|v| v.as_str().to_owned());
         assert_eq!(get("x-order").as_deref(), Some("42"));
         assert_eq!(get(REASON_KIND).as_deref(), Some("BadSignature"));
@@ -98,7 +98,7 @@ mod tests {
         assert!(get("Nats-Expected-Last-Sequence").is_none());
         assert_eq!(copy.get_all(ORIGINAL_SUBJECT).count(), 1);
 
-        let kept = copy_headers(Some(&original), &reason, &TokenHeader::default(), true, origin);
+        let kept = copy_headers(Some(&original), &reason, &redaction.keep_token(true), origin);
         assert!(kept.get("authorization").is_some(), "kept when the user opts in");
     }
 

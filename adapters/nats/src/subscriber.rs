@@ -238,20 +238,16 @@ impl NatsSubscriber {
     async fn reject(&self, message: &Message, reason: &jwt_relay::Error) {
         let subject = message.subject.as_str();
         let mut dead_letter = None;
-        if let Some(target) = &self.dead_letter.subject {
+        let again = jwt_relay::already_dead_lettered(&NatsHeadersRef::of(message));
+        let reason = again.as_ref().unwrap_or(reason);
+        if let (Some(target), None) = (&self.dead_letter.subject, &again) {
             let origin = Origin {
                 subject,
                 stream: None,
                 sequence: None,
             };
-            let token_header = self.guard.verifier().token_header();
-            let headers = copy_headers(
-                message.headers.as_ref(),
-                reason,
-                token_header,
-                self.dead_letter.keep_token,
-                origin,
-            );
+            let redaction = self.guard.redaction(self.dead_letter.keep_token);
+            let headers = copy_headers(message.headers.as_ref(), reason, &redaction, origin);
             match self
                 .client
                 .publish_with_headers(target.clone(), headers, message.payload.clone())
