@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind};
 use jwt_relay::{
-    Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure, run_handler,
+    Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, PublishErrorKind, PublishTime, after_handler_failure,
+    run_handler,
 };
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -19,7 +20,7 @@ use tracing::Instrument as _;
 use crate::acks::{Acks, settled};
 use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
 use crate::delivery::{Delivery, JetStreamMeta, Shared};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use jwt_relay::{EventOutcome, RunReport, Stats};
 
 use crate::event::{Event, Reporter};
@@ -27,6 +28,7 @@ use crate::headers::NatsHeadersRef;
 use crate::jetstream_publisher::publish_acked;
 use crate::jetstream_source::{PullOptions, messages};
 use crate::run_loop::{Stopping, run_loop, verify_ahead};
+use crate::subject::overlap;
 
 /// Consumes a JetStream pull consumer through a [`Guard`], at least once:
 ///
@@ -215,6 +217,7 @@ impl JetStreamConsumer {
         // A double ack waits for each confirmation: nothing to group.
         let acks = (!self.double_ack).then(Acks::default);
         let acks = acks.as_ref();
+        let dead_letters_checked = &tokio::sync::OnceCell::new();
         run_loop(
             source,
             self.concurrency,
@@ -223,6 +226,13 @@ impl JetStreamConsumer {
             acks,
             |item, stopping| async move {
                 let message = item?;
+                let problem = dead_letters_checked
+                    .get_or_init(|| self.dead_letters_outside(&message.context))
+                    .await;
+                if let Some(problem) = problem {
+                    self.nak(&message, Duration::ZERO).await;
+                    return Err(Error::new(ErrorKind::Configuration, problem.clone()));
+                }
                 let span = self.reporter.span(&message.message);
                 self.process(message, handler, stopping, acks)
                     .instrument(span)
@@ -231,6 +241,42 @@ impl JetStreamConsumer {
         )
         .await?;
         Ok(self.reporter.stats().snapshot())
+    }
+
+    /// Why this consumer would receive its own dead letters, if it would: a
+    /// dead-letter subject (`<subject>.dlq` for each subject it reads, or the
+    /// fixed one) that the stream captures. Checked once, before the first
+    /// message is decided.
+    async fn dead_letters_outside(&self, jetstream: &jetstream::Context) -> Option<String> {
+        let info = self.consumer.cached_info();
+        let stream_name = &info.stream_name;
+        let stream_subjects = match jetstream.get_stream(stream_name).await {
+            Ok(stream) => stream.cached_info().config.subjects.clone(),
+            Err(e) => {
+                tracing::warn!(stream = %stream_name, "cannot read the stream's subjects to check the dead-letter subject: {e}");
+                return None;
+            }
+        };
+        let filter = &info.config.filter_subject;
+        let read: Vec<&String> = if filter.is_empty() {
+            stream_subjects.iter().collect()
+        } else {
+            vec![filter]
+        };
+        let dead_letters: Vec<String> = match &self.dead_letter.subject {
+            Some(fixed) => vec![fixed.clone()],
+            None => read.iter().map(|s| self.dead_letter.subject_for(s)).collect(),
+        };
+        let (dead, captured) = dead_letters.iter().find_map(|dead| {
+            let captured = stream_subjects.iter().find(|s| overlap(dead, s))?;
+            Some((dead, captured))
+        })?;
+        Some(format!(
+            "the dead-letter subject `{dead}` is inside `{captured}`, a subject of stream `{stream_name}` that \
+             consumer `{}` reads: it would receive its own dead letters. Set a dead-letter subject outside \
+             the stream (`dead_letter_subject`) and capture it with another stream",
+            info.name
+        ))
     }
 
     /// The delivery at which a failing handler's message is dead-lettered.
@@ -307,10 +353,7 @@ impl JetStreamConsumer {
                 Outcome::Accept(context) => {
                     return self.handle(&received, context, handler, &stopping, acks).await;
                 }
-                Outcome::Reject(reason) => {
-                    self.dead_letter(&received, &reason, &stopping).await;
-                    return Ok(());
-                }
+                Outcome::Reject(reason) => return self.dead_letter(&received, &reason, &stopping).await,
                 Outcome::Retry(reason, delay) => {
                     self.report(
                         &received,
@@ -391,31 +434,36 @@ impl JetStreamConsumer {
             }
             HandlerVerdict::DeadLetter(reason) => {
                 self.reporter.handler_failed();
-                self.dead_letter(received, &reason, stopping).await;
+                return self.dead_letter(received, &reason, stopping).await;
             }
         }
         Ok(())
     }
 
     /// Publishes the copy (waiting for its store), then terms the original;
-    /// if the copy cannot be stored, naks the original instead.
-    async fn dead_letter(&self, received: &Received, reason: &jwt_relay::Error, stopping: &Stopping) {
+    /// if the copy cannot be stored, naks the original instead. A message
+    /// that already is a dead-lettered copy is termed without another. No
+    /// stream for the dead-letter subject stops the run, the message kept.
+    async fn dead_letter(&self, received: &Received, reason: &jwt_relay::Error, stopping: &Stopping) -> Result<()> {
         let message = &received.message;
         let subject = message.subject.as_str();
+        if let Some(again) = jwt_relay::already_dead_lettered(&NatsHeadersRef::of(&message.message)) {
+            self.settle(message, AckKind::Term, stopping).await;
+            let outcome = EventOutcome::Rejected {
+                reason: &again,
+                dead_letter: None,
+            };
+            self.report(received, outcome);
+            return Ok(());
+        }
         let target = self.dead_letter.subject_for(subject);
         let origin = Origin {
             subject,
             stream: Some(&received.stream),
             sequence: Some(received.meta.stream_sequence),
         };
-        let token_header = self.guard.verifier().token_header();
-        let headers = copy_headers(
-            message.headers.as_ref(),
-            reason,
-            token_header,
-            self.dead_letter.keep_token,
-            origin,
-        );
+        let redaction = self.guard.redaction(self.dead_letter.keep_token);
+        let headers = copy_headers(message.headers.as_ref(), reason, &redaction, origin);
         match publish_acked(&message.context, &target, headers, message.payload.clone()).await {
             Ok(_) => {
                 self.reporter.dead_lettered();
@@ -425,6 +473,20 @@ impl JetStreamConsumer {
                     dead_letter: Some(&target),
                 };
                 self.report(received, outcome);
+                Ok(())
+            }
+            Err(e) if e.kind() == PublishErrorKind::Unroutable => {
+                self.nak(message, Duration::ZERO).await;
+                self.report(received, EventOutcome::Halted(reason));
+                Err(Error::new(
+                    ErrorKind::Broker,
+                    format!(
+                        "cannot dead-letter messages of `{subject}`: no stream captures the dead-letter subject \
+                         `{target}`; the message was kept. Declare a dead-letter stream (Topology) or set \
+                         `dead_letter_subject`"
+                    ),
+                )
+                .with_source(e))
             }
             Err(e) => {
                 let attempt = u32::try_from(received.meta.delivered - 1).unwrap_or(u32::MAX);
@@ -437,6 +499,7 @@ impl JetStreamConsumer {
                 );
                 self.nak(message, delay).await;
                 self.report(received, EventOutcome::Retry { reason, delay });
+                Ok(())
             }
         }
     }

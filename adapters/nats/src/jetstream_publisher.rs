@@ -63,6 +63,7 @@ pub(crate) async fn publish_acked(
     let failed = |e: jetstream::context::PublishError| {
         let kind = match e.kind() {
             JsPublishErrorKind::TimedOut => PublishErrorKind::Timeout,
+            JsPublishErrorKind::StreamNotFound => PublishErrorKind::Unroutable,
             _ => PublishErrorKind::Broker,
         };
         PublishError::new(kind, format!("publishing to `{subject}` failed: {e}")).with_source(e)

@@ -93,6 +93,7 @@ mod publisher;
 mod run_loop;
 mod service;
 mod service_error;
+mod subject;
 mod subscriber;
 mod topology;
 

@@ -299,7 +299,7 @@ async fn publishing_where_no_stream_listens_is_an_error() {
         .publish(&unique("nowhere"), Default::default(), "x", Some(&alice))
         .await
         .expect_err("no stream, no ack");
-    assert_eq!(error.kind(), PublishErrorKind::Broker);
+    assert_eq!(error.kind(), PublishErrorKind::Unroutable);
     let no_identity = publisher
         .publish(&unique("nowhere"), Default::default(), "x", None)
         .await;
@@ -388,4 +388,152 @@ async fn a_backlog_of_distinct_tokens_is_decided_in_order() {
         [Some("BadSignature".to_owned()), Some("Expired".to_owned())]
     );
     setup.delete().await;
+}
+
+/// A stream whose wildcard captures `<subject>.dlq`: the consumer would
+/// receive its own dead letters, forever. It refuses before deciding any
+/// message, naming both subjects, and the message stays in the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_captures_its_own_dead_letters_is_refused_and_nothing_loops() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let js = jetstream::new(client);
+    let prefix = unique("loop");
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: prefix.to_uppercase(),
+            subjects: vec![format!("{prefix}.>")],
+            storage: jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("the stream is created");
+    js.publish_with_headers(format!("{prefix}.eu"), headers(None, "no-token"), "7 bytes".into())
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
+
+    let consumer = pull_consumer(&stream, "billing", |_| {}).await;
+    let consumer = JetStreamConsumer::new(consumer, guard());
+    let run = consumer.run(
+        |_: Delivery| async { Ok::<(), String>(()) },
+        tokio::time::sleep(WAIT),
+    );
+    let error = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("refused at once, not after the shutdown")
+        .expect_err("a configuration error");
+    assert_eq!(error.kind(), jwt_relay_nats::ErrorKind::Configuration, "{error}");
+    let text = error.to_string();
+    assert!(text.contains(&format!("`{prefix}.>.dlq`")), "names the dead-letter subject: {text}");
+    assert!(text.contains(&format!("`{prefix}.>`")), "names the stream's subject: {text}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = stored(&js, &prefix.to_uppercase()).await;
+    assert_eq!(kept.len(), 1, "no copy was stored: nothing loops");
+    let info = stream.consumer_info("billing").await.expect("consumer info");
+    assert_eq!(
+        info.num_pending + info.num_ack_pending as u64,
+        1,
+        "the message is kept for the next run: {info:?}"
+    );
+    js.delete_stream(prefix.to_uppercase()).await.expect("deleted");
+}
+
+/// A message that already carries jwt-relay's reason headers (a dead letter
+/// that found its way back) is terminated and counted, never copied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_comes_back_is_settled_not_copied_again() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let setup = Setup::new(client).await;
+    let mut copy = headers(None, "returned");
+    copy.insert(REASON_KIND, "Missing");
+    setup
+        .js
+        .publish_with_headers(setup.subject("eu"), copy, "x".into())
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
+
+    let consumer = pull_consumer(&setup.declared.stream, "billing", |_| {}).await;
+    let consumer = JetStreamConsumer::new(consumer, guard()).double_ack();
+    let stats = consumer.stats();
+    let (stop, stopped) = shutdown();
+    let run = tokio::spawn(async move { consumer.run(|_| async { Ok::<(), String>(()) }, stopped).await });
+    assert!(
+        wait_until(WAIT, || stats.snapshot().rejected == 1).await,
+        "{:?}",
+        stats.snapshot()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).ok();
+    let report = run.await.unwrap().expect("the run ends cleanly");
+    assert_eq!((report.rejected, report.dead_lettered), (1, 0));
+    assert!(stored(&setup.js, &setup.topology.dead_letter_stream_name()).await.is_empty());
+    let info = setup.declared.stream.consumer_info("billing").await.expect("info");
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "terminated");
+    setup.delete().await;
+}
+
+/// No stream captures the dead-letter subject: the consumer stops with an
+/// error naming it, the message is kept, and once a dead-letter stream
+/// exists the next run dead-letters it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dead_letter_stream_stops_the_consumer_and_keeps_the_message() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let js = jetstream::new(client);
+    let prefix = unique("nodlq");
+    let topology = jwt_relay_nats::Topology::new(prefix.to_uppercase(), [format!("{prefix}.*")])
+        .storage(jetstream::stream::StorageType::Memory);
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: topology.stream_name().to_owned(),
+            subjects: vec![format!("{prefix}.*")],
+            storage: jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("the work stream alone");
+    js.publish_with_headers(format!("{prefix}.eu"), headers(None, "no-token"), "x".into())
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
+
+    let consumer = pull_consumer(&stream, "billing", |_| {}).await;
+    let first = JetStreamConsumer::new(consumer.clone(), guard());
+    let run = first.run(
+        |_: Delivery| async { Ok::<(), String>(()) },
+        tokio::time::sleep(WAIT),
+    );
+    let error = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("stops at once, not after the shutdown")
+        .expect_err("the dead-letter destination is missing");
+    assert_eq!(error.kind(), jwt_relay_nats::ErrorKind::Broker, "{error}");
+    assert!(error.to_string().contains(&format!("`{prefix}.eu.dlq`")), "{error}");
+
+    topology.declare(&js).await.expect("the dead-letter stream is added");
+    let consumer = JetStreamConsumer::new(consumer, guard()).double_ack();
+    let stats = consumer.stats();
+    let (stop, stopped) = shutdown();
+    let run = tokio::spawn(async move { consumer.run(|_| async { Ok::<(), String>(()) }, stopped).await });
+    assert!(
+        wait_until(WAIT, || stats.snapshot().dead_lettered == 1).await,
+        "the kept message is dead-lettered now: {:?}",
+        stats.snapshot()
+    );
+    stop.send(()).ok();
+    run.await.unwrap().expect("the run ends cleanly");
+    let dead = stored(&js, &topology.dead_letter_stream_name()).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], REASON_KIND).as_deref(), Some("Missing"));
+    topology.delete(&js).await.expect("deleted");
 }
