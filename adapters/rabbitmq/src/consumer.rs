@@ -25,9 +25,19 @@ pub(crate) type OnSettled = Arc<dyn Fn(&Settled<'_>) + Send + Sync>;
 /// |---|---|
 /// | `Accept` | the handler runs in the identity's [`scope`](jwt_relay::scope) ([`run_handler`](jwt_relay::run_handler)); success acknowledges it |
 /// | handler error or panic | a copy goes through the retry queue (count in [`FAILURES_HEADER`](crate::FAILURES_HEADER)), at most [`max_attempts`](ConsumerBuilder::max_attempts) handler calls in all, then it is dead-lettered (`Handler`) |
-/// | `Reject` | it is dead-lettered ([`DeadLetter`]: by default a copy to `<queue>.dlq` with the reason and without the token, confirmed, then the original acknowledged) |
+/// | `Reject` | it is dead-lettered ([`DeadLetter`]: by default a copy to `<queue>.dlq` with the reason and without the token or other credentials, confirmed, then the original acknowledged); a message that already is a dead-lettered copy is acknowledged without another ([`Settlement::Rejected`](crate::Settlement::Rejected)) |
 /// | `Retry` | a copy goes to the retry queue (`<queue>.retry`) with a per-message TTL of the delay; the queue dead-letters it back to the work queue when it expires: no hot requeue loop |
 /// | `Halt` | it goes back to its queue untouched, the consumer stops, and [`run`](Consumer::run) returns [`ErrorKind::Halted`](crate::ErrorKind::Halted) |
+///
+/// What the broker dead-letters itself (a message TTL, `x-max-length` overflow, a quorum queue's
+/// delivery limit, a `basic.reject` from another client) still has its token, so it goes to a
+/// holding queue ([`held_queue`](ConsumerBuilder::held_queue), `<queue>.held`, which
+/// [`Topology`](crate::Topology) binds to the work queue's dead-letter exchange). The consumer
+/// also consumes that queue and moves each message to the dead-letter destination like its own
+/// rejections: without the token and other credentials, with the broker's `x-death` record as
+/// the reason ([`jwt_relay::ErrorKind::BrokerDeadLettered`]). The dead-letter queue never holds a
+/// token, whoever dead-lettered the message. When the holding queue does not exist, a warning
+/// says so once per connection and the consumer goes on without it.
 ///
 /// Deliveries are handled concurrently, at most [`prefetch`](ConsumerBuilder::prefetch) at a
 /// time (`basic.qos`), each acknowledged on its own. The message's `timestamp` property goes to
@@ -50,6 +60,7 @@ pub(crate) struct Config {
     pub(crate) max_attempts: u32,
     pub(crate) dead_letter: DeadLetter,
     pub(crate) keep_token: bool,
+    pub(crate) held_queue: String,
     pub(crate) retry_queue: String,
     pub(crate) backoff: Backoff,
     pub(crate) reconnect: Backoff,
@@ -72,6 +83,7 @@ impl fmt::Debug for Config {
             .field("max_attempts", &self.max_attempts)
             .field("dead_letter", &self.dead_letter)
             .field("keep_token", &self.keep_token)
+            .field("held_queue", &self.held_queue)
             .field("retry_queue", &self.retry_queue)
             .field("backoff", &self.backoff)
             .field("reconnect", &self.reconnect)
@@ -95,7 +107,8 @@ impl fmt::Debug for ConsumerBuilder {
 
 impl Consumer {
     /// Starts a consumer of `queue` through `guard`: prefetch 10, 3 handler attempts, dead
-    /// letters to `<queue>.dlq` without the token, retries through `<queue>.retry`, handler
+    /// letters to `<queue>.dlq` without the token, the broker's dead letters moved there from
+    /// `<queue>.held`, retries through `<queue>.retry`, handler
     /// retries after the default [`Backoff`] (1 s doubling to 1 min), reconnects after 0.5 s
     /// doubling to 30 s.
     pub fn builder(queue: impl Into<String>, guard: Guard) -> ConsumerBuilder {
@@ -103,6 +116,7 @@ impl Consumer {
         ConsumerBuilder {
             config: Config {
                 dead_letter: DeadLetter::queue(format!("{queue}.dlq")),
+                held_queue: format!("{queue}.held"),
                 retry_queue: format!("{queue}.retry"),
                 queue: queue.into(),
                 guard,
@@ -205,9 +219,19 @@ impl ConsumerBuilder {
     }
 
     /// Keeps the token header in dead-lettered copies. Off by default: a dead-letter queue is
-    /// read by operators and tools, and should not hold usable tokens.
+    /// read by operators and tools, and should not hold usable tokens. Other credential headers
+    /// ([`GuardBuilder::credential_headers`](jwt_relay::GuardBuilder::credential_headers)) are
+    /// removed all the same.
     pub fn keep_token_in_dead_letters(mut self) -> Self {
         self.config.keep_token = true;
+        self
+    }
+
+    /// The holding queue (`<queue>.held`): where the work queue's dead-letter exchange routes
+    /// what the broker dead-letters, as [`Topology`](crate::Topology) declares it. The consumer
+    /// moves each message from it to the dead-letter destination without its credentials.
+    pub fn held_queue(mut self, queue: impl Into<String>) -> Self {
+        self.config.held_queue = queue.into();
         self
     }
 

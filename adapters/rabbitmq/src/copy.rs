@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use jwt_relay::{TokenHeader, keep_in_dead_letter, reason_headers};
+use jwt_relay::{Redaction, reason_headers};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
@@ -16,25 +16,20 @@ pub const ATTEMPT_HEADER: &str = "x-jwt-relay-attempt";
 /// [`max_attempts`](crate::ConsumerBuilder::max_attempts) the message is dead-lettered.
 pub const FAILURES_HEADER: &str = "x-jwt-relay-handler-failures";
 
-/// The properties of a dead-lettered copy: the original's, with the headers the core keeps
-/// ([`jwt_relay::keep_in_dead_letter`]: the token header dropped unless `keep_token`) each with
-/// its AMQP type, and the core's [`jwt_relay::reason_headers`] added as `LongString`s.
+/// The properties of a dead-lettered copy: the original's, with the headers `redaction` keeps
+/// (the token and other credentials dropped, also inside nested tables) each with its AMQP type,
+/// and the core's [`jwt_relay::reason_headers`] added as `LongString`s.
 pub(crate) fn dead_letter_copy(
     original: &BasicProperties,
     reason: &jwt_relay::Error,
-    token_header: &TokenHeader,
-    keep_token: bool,
+    redaction: &Redaction,
     now: SystemTime,
 ) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    if let Some(table) = original.headers() {
-        // Every other header keeps its AMQP type.
-        for (name, value) in table.inner() {
-            if keep_in_dead_letter(name.as_str(), token_header, keep_token) {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
-    }
+    let mut headers = original
+        .headers()
+        .as_ref()
+        .map(|table| redacted(table, redaction))
+        .unwrap_or_default();
     for (name, value) in reason_headers(reason, now) {
         headers.insert(
             ShortString::from(name),
@@ -42,6 +37,33 @@ pub(crate) fn dead_letter_copy(
         );
     }
     republished(original, headers)
+}
+
+/// `table` without the entries `redaction` leaves out, at every level of nesting (tables, and
+/// tables inside arrays); every other value keeps its AMQP type.
+fn redacted(table: &FieldTable, redaction: &Redaction) -> FieldTable {
+    let mut out = FieldTable::default();
+    for (name, value) in table.inner() {
+        if redaction.keeps(name.as_str()) {
+            out.insert(name.clone(), redacted_value(value, redaction));
+        }
+    }
+    out
+}
+
+fn redacted_value(value: &AMQPValue, redaction: &Redaction) -> AMQPValue {
+    match value {
+        AMQPValue::FieldTable(table) => AMQPValue::FieldTable(redacted(table, redaction)),
+        AMQPValue::FieldArray(array) => AMQPValue::FieldArray(
+            array
+                .as_slice()
+                .iter()
+                .map(|value| redacted_value(value, redaction))
+                .collect::<Vec<_>>()
+                .into(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// The properties of a copy bound for the retry queue: the original's, every header kept (the
@@ -118,6 +140,23 @@ mod tests {
         );
         headers.insert("x-order".into(), AMQPValue::LongLongInt(42));
         headers.insert(REASON_KIND.into(), AMQPValue::LongString("old".into()));
+        let mut nested = FieldTable::default();
+        nested.insert("Cookie".into(), AMQPValue::LongString("session=secret".into()));
+        nested.insert("x-keep".into(), AMQPValue::LongString("kept".into()));
+        let mut deeper = FieldTable::default();
+        deeper.insert(
+            "X-Forwarded-Authorization".into(),
+            AMQPValue::LongString("Bearer secret.deep".into()),
+        );
+        nested.insert(
+            "list".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(deeper)].into()),
+        );
+        headers.insert("x-context".into(), AMQPValue::FieldTable(nested));
+        headers.insert(
+            "proxy-authorization".into(),
+            AMQPValue::LongString("Basic c2VjcmV0".into()),
+        );
         BasicProperties::default()
             .with_headers(headers)
             .with_message_id("m-1".into())
@@ -130,15 +169,21 @@ mod tests {
     #[test]
     fn a_dead_letter_copy_keeps_typed_headers_drops_the_token_and_adds_the_reason() {
         let reason = jwt_relay::Error::new(ErrorKind::BadSignature, "key `k1` says no");
-        let copy = dead_letter_copy(
-            &original(),
-            &reason,
-            &TokenHeader::default(),
-            false,
-            SystemTime::UNIX_EPOCH,
-        );
+        let redaction = Redaction::new(jwt_relay::TokenHeader::default());
+        let copy = dead_letter_copy(&original(), &reason, &redaction, SystemTime::UNIX_EPOCH);
         let headers = copy.headers().as_ref().unwrap().inner();
         assert!(!headers.contains_key("authorization"));
+        assert!(!headers.contains_key("proxy-authorization"));
+        let rendered = format!("{headers:?}");
+        assert!(!rendered.contains("secret"), "no credential at any depth: {rendered}");
+        let Some(AMQPValue::FieldTable(nested)) = headers.get("x-context") else {
+            panic!("the nested table is kept: {rendered}");
+        };
+        assert_eq!(
+            nested.inner().get("x-keep"),
+            Some(&AMQPValue::LongString("kept".into()))
+        );
+        assert!(nested.inner().contains_key("list"));
         assert_eq!(headers.get("x-order"), Some(&AMQPValue::LongLongInt(42)));
         assert_eq!(
             headers.get(REASON_KIND),
@@ -159,8 +204,7 @@ mod tests {
         let kept = dead_letter_copy(
             &original(),
             &reason,
-            &TokenHeader::default(),
-            true,
+            &redaction.keep_token(true),
             SystemTime::UNIX_EPOCH,
         );
         assert!(kept.headers().as_ref().unwrap().contains_key("authorization"));

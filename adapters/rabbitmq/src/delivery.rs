@@ -117,9 +117,11 @@ impl fmt::Debug for Delivery {
 pub enum Settlement {
     /// The handler succeeded; the message was acknowledged.
     Accepted,
-    /// A copy is in the dead-letter destination (or the broker dead-lettered it); the original
-    /// was acknowledged (or nacked).
+    /// A copy is in the dead-letter destination; the original was acknowledged.
     DeadLettered,
+    /// Acknowledged without a copy: it would have been dead-lettered, but it already is a
+    /// dead-lettered copy ([`jwt_relay::ErrorKind::AlreadyDeadLettered`]).
+    Rejected,
     /// A copy is in the retry queue, due back in the work queue after a delay; the original was
     /// acknowledged.
     Retried,
@@ -129,11 +131,12 @@ pub enum Settlement {
 }
 
 impl Settlement {
-    /// `accepted`, `dead-lettered`, `retry` or `requeued`.
+    /// `accepted`, `dead-lettered`, `rejected`, `retry` or `requeued`.
     pub fn as_str(self) -> &'static str {
         match self {
             Settlement::Accepted => "accepted",
             Settlement::DeadLettered => "dead-lettered",
+            Settlement::Rejected => "rejected",
             Settlement::Retried => "retry",
             Settlement::Requeued => "requeued",
         }
@@ -204,8 +207,11 @@ impl fmt::Debug for Received {
 pub struct RunReport {
     /// Messages the handler processed, then acknowledged.
     pub accepted: u64,
-    /// Messages dead-lettered: rejected by the guard, or out of handler attempts.
+    /// Messages dead-lettered: rejected by the guard, out of handler attempts, or dead-lettered
+    /// by the broker and moved from the holding queue.
     pub dead_lettered: u64,
+    /// Messages acknowledged without a copy because they already were dead-lettered copies.
+    pub rejected: u64,
     /// Messages sent through the retry queue: transient failures, and handler failures with
     /// attempts left.
     pub retried: u64,
@@ -222,6 +228,7 @@ pub struct RunReport {
 pub(crate) struct Tally {
     accepted: AtomicU64,
     dead_lettered: AtomicU64,
+    rejected: AtomicU64,
     retried: AtomicU64,
     requeued: AtomicU64,
     pub(crate) handler_failures: AtomicU64,
@@ -234,6 +241,7 @@ impl Tally {
         let counter = match settlement {
             Settlement::Accepted => &self.accepted,
             Settlement::DeadLettered => &self.dead_lettered,
+            Settlement::Rejected => &self.rejected,
             Settlement::Retried => &self.retried,
             Settlement::Requeued => &self.requeued,
         };
@@ -251,6 +259,7 @@ impl Tally {
         RunReport {
             accepted: read(&self.accepted),
             dead_lettered: read(&self.dead_lettered),
+            rejected: read(&self.rejected),
             retried: read(&self.retried),
             requeued: read(&self.requeued),
             handler_failures: read(&self.handler_failures),

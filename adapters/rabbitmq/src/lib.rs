@@ -40,7 +40,7 @@
 //!     .issuer(Issuer::new("https://id.example.com").audience("invoices").discovery())
 //!     .build()?;
 //!
-//! // Once: the work queue, `invoices.dlx`, `invoices.dlq` and `invoices.retry`.
+//! // Once: the work queue, `invoices.dlx`, `invoices.held`, `invoices.dlq` and `invoices.retry`.
 //! let connection = Connection::connect(&addr, ConnectionProperties::default()).await?;
 //! Topology::new("invoices").declare(&connection.create_channel().await?).await?;
 //!
@@ -84,6 +84,7 @@ mod dead_letter;
 mod delivery;
 mod error;
 mod headers;
+mod held;
 mod publisher;
 mod session;
 mod settle;

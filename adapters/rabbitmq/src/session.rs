@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use futures_core::Stream;
 use jwt_relay::observe::consume_span;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use tokio::task::JoinSet;
@@ -19,17 +21,19 @@ use crate::consumer::Config;
 use crate::delivery::{Delivery, Tally};
 use crate::error::{Error, ErrorKind};
 use crate::headers::AmqpHeaders;
-use crate::settle::{TaskEnd, settle};
+use crate::settle::{TaskEnd, move_held, settle};
 
 /// The AMQP reply code of a normal close.
 const REPLY_SUCCESS: u16 = 200;
 
-/// A connection with a consuming channel and a publishing (confirm-mode) channel.
+/// A connection with a consuming channel, a publishing (confirm-mode) channel, and a channel
+/// consuming the holding queue of the broker's dead letters when it exists.
 pub(crate) struct Session {
     connection: Connection,
     consume: Channel,
     publish: Channel,
     consumer: lapin::Consumer,
+    held: Option<(Channel, lapin::Consumer)>,
 }
 
 /// Why a session ended.
@@ -117,12 +121,46 @@ impl Session {
             )
             .await
             .map_err(fail("basic.consume"))?;
+        let held = Self::consume_held(&connection, config).await.map_err(fail("consuming the holding queue"))?;
         Ok(Session {
             connection,
             consume,
             publish,
             consumer,
+            held,
         })
+    }
+
+    /// Consumes the holding queue on a channel of its own; `None` (after a warning) when the
+    /// queue does not exist.
+    async fn consume_held(connection: &Connection, config: &Config) -> lapin::Result<Option<(Channel, lapin::Consumer)>> {
+        let Ok(name) = ShortString::try_new(&*config.held_queue) else {
+            tracing::warn!(queue = %config.queue, held_queue = %config.held_queue, "the holding queue's name is too long: the broker's dead letters are not moved");
+            return Ok(None);
+        };
+        let channel = connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        match channel.queue_declare(name.clone(), passive, FieldTable::default()).await {
+            Ok(_) => {}
+            Err(e) if e.is_amqp_soft_error() => {
+                tracing::warn!(
+                    queue = %config.queue,
+                    held_queue = %config.held_queue,
+                    "no holding queue: what the broker dead-letters from this queue is not moved to the \
+                     dead-letter queue without its token (declare the topology with Topology::declare): {e}"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(name, ShortString::default(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        Ok(Some((channel, consumer)))
     }
 
     /// Takes deliveries until shutdown, the limit, a halt or a lost connection; then lets the
@@ -172,6 +210,14 @@ impl Session {
                     Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
                     None => break SessionEnd::Lost("the broker cancelled the consumer".to_owned()),
                 },
+                next = next_held(&mut self.held) => match next {
+                    Some(Ok(delivery)) => {
+                        let task = move_held(config.clone(), tally.clone(), self.publish.clone(), delivery);
+                        tasks.spawn(task);
+                    }
+                    Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+                    None => break SessionEnd::Lost("the broker cancelled the holding queue's consumer".to_owned()),
+                },
             }
         };
         let connected = !matches!(end, SessionEnd::Lost(_));
@@ -183,6 +229,11 @@ impl Session {
                 .await;
             if let Err(e) = cancel {
                 tracing::debug!(queue = %config.queue, "basic.cancel failed: {e}");
+            }
+            if let Some((channel, consumer)) = &self.held
+                && let Err(e) = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await
+            {
+                tracing::debug!(queue = %config.held_queue, "basic.cancel failed: {e}");
             }
         }
         let mut end = end;
@@ -200,7 +251,8 @@ impl Session {
 
     /// Closes the channels and the connection, politely; failures only mean they were gone.
     async fn close(self) {
-        for channel in [&self.consume, &self.publish] {
+        let held = self.held.as_ref().map(|(channel, _)| channel);
+        for channel in [Some(&self.consume), Some(&self.publish), held].into_iter().flatten() {
             if let Err(e) = channel.close(REPLY_SUCCESS, ShortString::from("OK")).await {
                 tracing::debug!("closing channel {} failed: {e}", channel.id());
             }
@@ -212,6 +264,14 @@ impl Session {
         {
             tracing::debug!("closing the connection failed: {e}");
         }
+    }
+}
+
+/// The next delivery of the holding queue; never, when there is none.
+async fn next_held(held: &mut Option<(Channel, lapin::Consumer)>) -> Option<lapin::Result<lapin::message::Delivery>> {
+    match held {
+        Some((_, consumer)) => poll_fn(|cx| Pin::new(&mut *consumer).poll_next(cx)).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jwt_relay::observe::record_message;
 use jwt_relay::{
     AuthContext, HandlerVerdict, MessageInfo, Outcome, PublishError, PublishErrorKind, PublishTime,
+    already_dead_lettered,
 };
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
@@ -16,10 +17,10 @@ use lapin::{Acker, Channel};
 use crate::confirm::{Route, lapin_source, publish_confirmed};
 use crate::consumer::Config;
 use crate::copy::{ATTEMPT_HEADER, FAILURES_HEADER, dead_letter_copy, retry_copy};
-use crate::dead_letter::Mode;
 use crate::delivery::{Delivery, Received, Settled, Settlement, Tally};
 use crate::error::{Error, ErrorKind as StopKind};
 use crate::headers::{AmqpHeaders, read_count};
+use crate::held::broker_reason;
 
 /// How a delivery's task ended, for its session.
 pub(crate) enum TaskEnd {
@@ -102,6 +103,37 @@ where
     }
 }
 
+/// Moves one message the broker dead-lettered from the holding queue to the dead-letter
+/// destination: a copy without credentials, whose reason is the broker's `x-death` record
+/// ([`broker_reason`]), confirmed, then the held message acknowledged.
+pub(crate) async fn move_held(
+    config: Arc<Config>,
+    tally: Arc<Tally>,
+    publish: Channel,
+    delivery: lapin::message::Delivery,
+) -> TaskEnd {
+    let reason = broker_reason(&delivery.properties);
+    let message = Arc::new(Received {
+        queue: config.queue.clone(),
+        delivery_tag: delivery.delivery_tag,
+        exchange: delivery.exchange,
+        routing_key: delivery.routing_key,
+        redelivered: delivery.redelivered,
+        attempt: 0,
+        failures: 0,
+        properties: delivery.properties,
+        data: delivery.data,
+    });
+    let task = Task {
+        config,
+        tally,
+        publish,
+        acker: delivery.acker,
+        message,
+    };
+    task.dead_letter(&reason, None).await
+}
+
 impl Task {
     /// The guard's decision.
     async fn check(&self) -> Outcome {
@@ -158,32 +190,28 @@ impl Task {
         }
     }
 
-    /// Dead-letters the message: a confirmed copy then an ack, or the broker's own
-    /// dead-lettering.
+    /// Dead-letters the message: a confirmed copy then an ack. A message that already is a
+    /// dead-lettered copy is acknowledged without another.
     async fn dead_letter(&self, reason: &jwt_relay::Error, context: Option<&AuthContext>) -> TaskEnd {
         let m = &self.message;
-        let (exchange, routing_key) = match &self.config.dead_letter.mode {
-            Mode::Publish {
-                exchange,
-                routing_key,
-            } => (exchange.as_str(), routing_key.as_str()),
-            Mode::Broker => {
-                tracing::warn!(queue = %m.queue, delivery_tag = m.delivery_tag, "dead-lettered by the broker: {reason}");
-                if self.nack(false).await {
-                    self.settled(Settlement::DeadLettered, context, Some(reason));
-                }
-                return TaskEnd::Settled;
+        let empty = FieldTable::default();
+        let headers = m.properties.headers().as_ref().unwrap_or(&empty);
+        if let Some(again) = already_dead_lettered(&AmqpHeaders::new(headers)) {
+            tracing::warn!(queue = %m.queue, delivery_tag = m.delivery_tag, "{again}");
+            if self.ack().await {
+                self.settled(Settlement::Rejected, context, Some(&again));
             }
-        };
+            return TaskEnd::Settled;
+        }
+        let dead_letter = &self.config.dead_letter;
         let route = Route {
-            exchange,
-            routing_key,
+            exchange: &dead_letter.exchange,
+            routing_key: &dead_letter.routing_key,
         };
         let properties = dead_letter_copy(
             &m.properties,
             reason,
-            self.config.guard.verifier().token_header(),
-            self.config.keep_token,
+            &self.config.guard.redaction(self.config.keep_token),
             SystemTime::now(),
         );
         let published = publish_confirmed(
@@ -320,6 +348,7 @@ impl Task {
         let outcome = match settlement {
             Settlement::Accepted => "accepted",
             Settlement::DeadLettered => "dead_lettered",
+            Settlement::Rejected => "rejected",
             _ => "retry",
         };
         record_message("rabbitmq", &self.message.queue, outcome, context, error);

@@ -3,13 +3,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use jwt_relay::{Guard, REASON_CLASS, REASON_KIND, REASON_MESSAGE};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
-use jwt_relay_rabbitmq::lapin::types::AMQPValue;
-use jwt_relay_rabbitmq::{Consumer, DeadLetter, ErrorKind};
+use jwt_relay_rabbitmq::lapin::options::{BasicGetOptions, BasicRejectOptions};
+use jwt_relay_rabbitmq::lapin::types::{AMQPValue, ShortString};
+use jwt_relay_rabbitmq::{Consumer, DeadLetter, ErrorKind, Publisher, Settlement, Topology};
 
-use crate::support::broker::{broker, headers, unique};
+use crate::support::broker::{Broker, broker, eventually, headers, spawn, unique};
 use crate::support::tokens::{AUDIENCE, claims, forged, token, token_with, verifier};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,49 +107,164 @@ async fn missing_forged_expired_and_wrong_audience_tokens_are_dead_lettered_with
     broker.cleanup(&topology).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_dead_lettering_keeps_every_header_the_token_included() {
+/// What the broker dead-letters itself still carries the user's token. It goes to the holding
+/// queue, and the consumer moves it to the dead-letter queue without the token or any other
+/// credential, with the broker's `x-death` reason: the dead-letter queue never holds a token.
+async fn broker_dead_letter_case(
+    name: &str,
+    topology: impl FnOnce(Topology) -> Topology,
+    provoke: impl AsyncFnOnce(&Broker, &Topology, &Publisher, &str),
+    why: &str,
+) {
     let Some(broker) = broker().await else { return };
-    let topology = broker.topology("reject-broker");
+    let topology = topology(broker.topology(name));
     broker.declare(&topology).await;
     let publisher = broker.publisher().await;
-    let bad = forged("mallory");
-    let properties = BasicProperties::default().with_headers(headers("forged", &[]));
-    publisher
-        .publish_with_token("", topology.queue(), b"x", properties, Some(&bad))
-        .await
-        .unwrap();
-    // A good one too: broker dead-lettering touches only the rejected.
-    let properties = BasicProperties::default().with_headers(headers("good", &[]));
-    publisher
-        .publish_with_token("", topology.queue(), b"y", properties, Some(&token("alice")))
-        .await
-        .unwrap();
+    let user = token("alice");
+    provoke(&broker, &topology, &publisher, &user).await;
+    let held = topology.held_queue_name();
+    let mut waited = 0;
+    while broker.depth(held).await == 0 {
+        assert!(waited < 200, "{name}: the broker did not dead-letter the message");
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(broker.depth(topology.dead_letter_queue_name()).await, 0, "held, not dead-lettered yet");
 
+    let moved = Arc::new(AtomicUsize::new(0));
+    let counter = moved.clone();
     let consumer = Consumer::builder(topology.queue(), Guard::new(verifier()))
-        .dead_letter(DeadLetter::broker())
-        .limit(2)
+        .on_settled(move |settled| {
+            if settled.settlement() == Settlement::DeadLettered {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        })
         .build();
-    let report = consumer
+    let running = spawn(consumer, broker.connector(name), |_| async { Ok(()) });
+    eventually("the held message is moved", Duration::from_secs(20), || {
+        moved.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let report = running.stop().await.unwrap();
+    assert_eq!(report.dead_lettered, 1);
+
+    assert_eq!(broker.depth(topology.held_queue_name()).await, 0, "moved, not copied");
+    let dead = broker.drain(topology.dead_letter_queue_name()).await;
+    assert_eq!(dead.len(), 1, "{name}");
+    let copy = &dead[0];
+    assert_eq!(copy.header("x-id").as_deref(), Some("victim"));
+    assert_eq!(copy.header(REASON_KIND).as_deref(), Some("BrokerDeadLettered"));
+    assert_eq!(copy.header(REASON_CLASS).as_deref(), Some("permanent"));
+    let message = copy.header(REASON_MESSAGE).unwrap_or_default();
+    assert!(message.contains(why), "{name}: {message}");
+    assert!(message.contains(topology.queue()), "{name}: names the queue: {message}");
+    for credential in ["authorization", "cookie"] {
+        assert!(!copy.has_header_any_case(credential), "{name}: no {credential}");
+    }
+    let everything = format!("{:?}", copy.properties);
+    assert!(!everything.contains(&user), "{name}: the token appears nowhere");
+    assert!(!everything.contains("session=secret"), "{name}: nor the cookie");
+    assert!(copy.has_header_any_case("x-death"), "the broker's record is kept");
+    broker.cleanup(&topology).await;
+}
+
+/// The message, with the user's token and a cookie.
+async fn publish_victim(publisher: &Publisher, queue: &str, token: &str, expiration: Option<&str>) {
+    let cookie = [("Cookie", AMQPValue::LongString("session=secret".into()))];
+    let mut properties = BasicProperties::default().with_headers(headers("victim", &cookie));
+    if let Some(ms) = expiration {
+        properties = properties.with_expiration(ms.into());
+    }
+    publisher
+        .publish_with_token("", queue, b"x", properties, Some(token))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_message_ttl_reaches_the_dead_letter_queue_without_the_token() {
+    broker_dead_letter_case(
+        "held-ttl",
+        |t| t,
+        async |_, topology, publisher, token| {
+            publish_victim(publisher, topology.queue(), token, Some("1")).await;
+        },
+        "TTL expired",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_length_overflow_reaches_the_dead_letter_queue_without_the_token() {
+    broker_dead_letter_case(
+        "held-maxlen",
+        |t| t.queue_argument("x-max-length", AMQPValue::LongLongInt(1)),
+        async |_, topology, publisher, token| {
+            publish_victim(publisher, topology.queue(), token, None).await;
+            // The newer message pushes the older one out of the head (drop-head).
+            let properties = BasicProperties::default().with_headers(headers("newer", &[]));
+            publisher
+                .publish_with_token("", topology.queue(), b"y", properties, Some(token))
+                .await
+                .unwrap();
+        },
+        "length limit",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_delivery_limit_reaches_the_dead_letter_queue_without_the_token() {
+    broker_dead_letter_case(
+        "held-delivery-limit",
+        |t| t.quorum().queue_argument("x-delivery-limit", AMQPValue::LongLongInt(1)),
+        async |broker, topology, publisher, token| {
+            publish_victim(publisher, topology.queue(), token, None).await;
+            // Another client (not jwt-relay) takes it and puts it back, past the limit.
+            let options = BasicGetOptions { no_ack: false };
+            for _ in 0..10 {
+                let Some(got) = broker
+                    .channel
+                    .basic_get(ShortString::from(topology.queue()), options)
+                    .await
+                    .unwrap()
+                else {
+                    break;
+                };
+                let requeue = BasicRejectOptions { requeue: true };
+                got.delivery.acker.reject(requeue).await.unwrap();
+            }
+        },
+        "delivery limit",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_comes_back_is_acknowledged_not_copied_again() {
+    let Some(broker) = broker().await else { return };
+    let topology = broker.topology("returned");
+    broker.declare(&topology).await;
+    let publisher = broker.publisher().await;
+    let reason = [(REASON_KIND, AMQPValue::LongString("Missing".into()))];
+    let properties = BasicProperties::default().with_headers(headers("returned", &reason));
+    publisher
+        .publish_with_token("", topology.queue(), b"x", properties, None)
+        .await
+        .unwrap();
+    let report = Consumer::builder(topology.queue(), Guard::new(verifier()))
+        .limit(1)
+        .build()
         .run(
-            &broker.connector("reject-broker"),
+            &broker.connector("returned"),
             |_| async { Ok::<(), String>(()) },
             std::future::pending::<()>(),
         )
         .await
         .unwrap();
-    assert_eq!((report.accepted, report.dead_lettered), (1, 1));
-
-    let dead = broker.drain(topology.dead_letter_queue_name()).await;
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].header("x-id").as_deref(), Some("forged"));
-    assert_eq!(
-        dead[0].header("Authorization"),
-        Some(format!("Bearer {bad}")),
-        "the broker keeps it"
-    );
-    assert!(dead[0].header("x-death").is_none() && dead[0].has_header_any_case("x-death"));
-    assert!(dead[0].header(REASON_KIND).is_none(), "no reason from the broker");
+    assert_eq!((report.rejected, report.dead_lettered), (1, 0));
+    assert_eq!(broker.depth(topology.dead_letter_queue_name()).await, 0);
+    assert_eq!(broker.depth(topology.queue()).await, 0, "acknowledged");
     broker.cleanup(&topology).await;
 }
 
