@@ -9,6 +9,8 @@ mod common;
 #[path = "common/jwks_server.rs"]
 mod jwks_server;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,8 +19,9 @@ use axum::http::StatusCode;
 use common::{Signer, claims, fixture, now};
 use jwks_server::{JwksServer, Mode};
 use jwt_relay::{
-    Acceptance, Algorithm, Backoff, Error, ErrorClass, ErrorKind, ExpiredToken, ExpiryPolicy, Grace, Guard,
-    GuardBuilder, Headers, Issuer, Key, MessageInfo, Outcome, PublishTime, RemoteOptions, Verifier,
+    Acceptance, Algorithm, Backoff, Error, ErrorClass, ErrorKind, Exchange, ExchangeRequest, ExpiredToken,
+    ExpiryPolicy, Grace, Guard, GuardBuilder, Headers, IssuedToken, Issuer, Key, MessageInfo, Outcome,
+    PublishTime, RemoteOptions, TokenExchanger, Verifier,
 };
 use serde_json::Value;
 
@@ -461,5 +464,73 @@ async fn a_configuration_failure_halts() {
             assert_eq!(e.class(), ErrorClass::Configuration);
         }
         other => panic!("expected Halt, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Exchange: how often a message waits for the token service
+// ---------------------------------------------------------------------------
+
+/// A token service that gives every request the same answer, made afresh.
+#[derive(Debug)]
+struct Answering(fn() -> jwt_relay::Result<IssuedToken>);
+
+impl TokenExchanger for Answering {
+    fn exchange<'a>(
+        &'a self,
+        _request: &'a ExchangeRequest,
+    ) -> Pin<Box<dyn Future<Output = jwt_relay::Result<IssuedToken>> + Send + 'a>> {
+        Box::pin(async move { (self.0)() })
+    }
+}
+
+fn exchanging(answer: fn() -> jwt_relay::Result<IssuedToken>) -> Guard {
+    guard(|b| b.policy(Exchange::new(Arc::new(Answering(answer)))))
+}
+
+#[tokio::test]
+async fn a_transient_exchange_failure_is_retried_a_bounded_number_of_times() {
+    let down = || {
+        Err(Error::new(
+            ErrorKind::ExchangeUnavailable,
+            "the token service is down",
+        ))
+    };
+    let guard = guard(|b| {
+        b.policy(
+            Exchange::new(Arc::new(Answering(down)))
+                .backoff(Backoff::new(Duration::from_secs(4), Duration::from_secs(4)))
+                .max_retries(3),
+        )
+    });
+    let token = expired_token();
+    for attempt in 0..3 {
+        match check(&guard, &token, &MessageInfo::new(DEST).attempt(attempt)).await {
+            Outcome::Retry(e, delay) => {
+                assert_eq!(e.kind(), ErrorKind::ExchangeUnavailable, "{e}");
+                assert!(
+                    (Duration::from_secs(2)..=Duration::from_secs(4)).contains(&delay),
+                    "{delay:?}"
+                );
+            }
+            other => panic!("delivery {attempt}: expected Retry, got {other:?}"),
+        }
+    }
+    // The fourth delivery's failure is the last: dead-lettered, still saying it was transient.
+    match check(&guard, &token, &MessageInfo::new(DEST).attempt(3)).await {
+        Outcome::Reject(e) => {
+            assert_eq!(e.kind(), ErrorKind::ExchangeUnavailable, "{e}");
+            assert_eq!(e.class(), ErrorClass::Transient, "replayable");
+            assert!(e.message().contains("given up after 4 deliveries"), "{e}");
+        }
+        other => panic!("expected Reject, got {other:?}"),
+    }
+
+    // The service's Retry-After wins over the backoff.
+    let busy =
+        || Err(Error::new(ErrorKind::ExchangeUnavailable, "busy").with_retry_after(Duration::from_secs(7)));
+    match check(&exchanging(busy), &token, &MessageInfo::new(DEST)).await {
+        Outcome::Retry(_, delay) => assert_eq!(delay, Duration::from_secs(7)),
+        other => panic!("expected Retry, got {other:?}"),
     }
 }

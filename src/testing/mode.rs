@@ -25,6 +25,16 @@ pub enum Mode {
     },
     /// Answers `400 invalid_grant` to every request, without looking at it.
     RejectAll,
+    /// Answers every request with this HTTP status, without looking at it:
+    /// with an RFC 6749 §5.2 error body carrying `error` when given, else
+    /// with a short HTML page, as a gateway in front of a service answers.
+    /// A status that is not one (outside 100..=999) answers 500.
+    Refuse {
+        /// The HTTP status.
+        status: u16,
+        /// The OAuth error code, if any (`invalid_client`, `invalid_grant`, …).
+        error: Option<&'static str>,
+    },
 }
 
 /// What the service has served since it started, for assertions such as

@@ -37,6 +37,14 @@ pub(super) async fn token(State(service): State<Arc<Service>>, headers: HeaderMa
             return OAuthError::invalid_grant("the token service rejects every request (mode RejectAll)")
                 .into_response();
         }
+        Mode::Refuse { status, error } => {
+            tracing::debug!(
+                status,
+                error,
+                "token request refused: the service plays a refusal"
+            );
+            return refuse(status, error);
+        }
     }
     match exchange(&service, &headers, &body).await {
         Ok(issued) => {
@@ -70,6 +78,24 @@ fn unavailable(retry_after: Option<Duration>) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+/// [`Mode::Refuse`]: `status`, with an OAuth error body carrying `error`, else an HTML page.
+fn refuse(status: u16, error: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match error {
+        Some(error) => {
+            let body = json!({
+                "error": error,
+                "error_description": "the token service plays a refusal (mode Refuse)",
+            });
+            (status, no_store(), Json(body)).into_response()
+        }
+        None => {
+            let page = format!("<html><body><h1>{status}</h1></body></html>");
+            (status, [(header::CONTENT_TYPE, "text/html")], page).into_response()
+        }
+    }
 }
 
 /// Judges one token request (RFC 8693 §2.1) and issues the new token.
