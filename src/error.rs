@@ -73,6 +73,13 @@ pub enum ErrorKind {
     /// `unauthorized_client`, `unsupported_grant_type`): every exchange
     /// would fail the same way.
     ExchangeUnauthorized,
+    /// The token service issued a token that names another end user than
+    /// the token it was given (another `sub`, or none).
+    ExchangeWrongSubject,
+    /// The token service's answer labels the token as another type than
+    /// the one asked for (`issued_token_type`), or as another kind than a
+    /// bearer token (`token_type` neither `Bearer` nor `N_A`).
+    ExchangeWrongTokenType,
     /// The user's handler failed (after its retries).
     Handler,
     /// A configured key is unusable (weak, wrong curve, bad encoding).
@@ -121,6 +128,8 @@ impl ErrorKind {
             ErrorKind::ExchangeDenied => "ExchangeDenied",
             ErrorKind::ExchangeUnavailable => "ExchangeUnavailable",
             ErrorKind::ExchangeUnauthorized => "ExchangeUnauthorized",
+            ErrorKind::ExchangeWrongSubject => "ExchangeWrongSubject",
+            ErrorKind::ExchangeWrongTokenType => "ExchangeWrongTokenType",
             ErrorKind::Handler => "Handler",
             ErrorKind::InvalidKey => "InvalidKey",
             ErrorKind::Configuration => "Configuration",

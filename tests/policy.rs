@@ -19,9 +19,9 @@ use axum::http::StatusCode;
 use common::{Signer, claims, fixture, now};
 use jwks_server::{JwksServer, Mode};
 use jwt_relay::{
-    Acceptance, Algorithm, Backoff, Error, ErrorClass, ErrorKind, Exchange, ExchangeRequest, ExpiredToken,
-    ExpiryPolicy, Grace, Guard, GuardBuilder, Headers, IssuedToken, Issuer, Key, MessageInfo, Outcome,
-    PublishTime, RemoteOptions, TokenExchanger, Verifier,
+    ACCESS_TOKEN_TYPE, Acceptance, Algorithm, Backoff, Error, ErrorClass, ErrorKind, Exchange,
+    ExchangeRequest, ExpiredToken, ExpiryPolicy, Grace, Guard, GuardBuilder, Headers, IssuedToken, Issuer,
+    Key, MessageInfo, Outcome, PublishTime, RemoteOptions, TokenExchanger, Verifier,
 };
 use serde_json::Value;
 
@@ -468,7 +468,7 @@ async fn a_configuration_failure_halts() {
 }
 
 // ---------------------------------------------------------------------------
-// Exchange: how often a message waits for the token service
+// Exchange: what the token service answers, and how often a message waits
 // ---------------------------------------------------------------------------
 
 /// A token service that gives every request the same answer, made afresh.
@@ -484,8 +484,55 @@ impl TokenExchanger for Answering {
     }
 }
 
+fn issued(access_token: String, issued_token_type: Option<&str>) -> jwt_relay::Result<IssuedToken> {
+    Ok(IssuedToken {
+        access_token,
+        issued_token_type: issued_token_type.map(str::to_owned),
+        token_type: "Bearer".to_owned(),
+        expires_in: Some(300),
+        scope: None,
+    })
+}
+
 fn exchanging(answer: fn() -> jwt_relay::Result<IssuedToken>) -> Guard {
     guard(|b| b.policy(Exchange::new(Arc::new(Answering(answer)))))
+}
+
+#[tokio::test]
+async fn an_exchanged_token_for_another_user_is_refused() {
+    // Alice's expired token, exchanged for a genuine token of the same issuer naming mallory.
+    let mallory = exchanging(|| issued(Signer::ed25519().sign(&claims(ISS, AUD, "mallory", 300)), None));
+    let e = rejected(check(&mallory, &expired_token(), &MessageInfo::new(DEST)).await);
+    assert_eq!(e.kind(), ErrorKind::ExchangeWrongSubject, "{e}");
+    assert!(
+        !e.message().contains("mallory") && !e.message().contains("alice"),
+        "{e}"
+    );
+
+    // One without any subject.
+    let nobody = exchanging(|| {
+        let mut c = claims(ISS, AUD, "", 300);
+        c.as_object_mut().expect("an object").remove("sub");
+        issued(Signer::ed25519().sign(&c), Some(ACCESS_TOKEN_TYPE))
+    });
+    let e = rejected(check(&nobody, &expired_token(), &MessageInfo::new(DEST)).await);
+    assert_eq!(e.kind(), ErrorKind::ExchangeWrongSubject, "{e}");
+
+    // Alice, but signed by an issuer this consumer does not trust.
+    let foreign = exchanging(|| {
+        issued(
+            Signer::ec384().sign(&claims("https://sts.elsewhere.test", AUD, "alice", 300)),
+            None,
+        )
+    });
+    let e = rejected(check(&foreign, &expired_token(), &MessageInfo::new(DEST)).await);
+    assert_eq!(e.kind(), ErrorKind::InvalidIssuer, "{e}");
+
+    // Alice, from the other trusted issuer, without `issued_token_type`: accepted.
+    let trusted = exchanging(|| issued(Signer::ec256().sign(&claims(OTHER_ISS, AUD, "alice", 300)), None));
+    let fresh = accepted(check(&trusted, &expired_token(), &MessageInfo::new(DEST)).await);
+    assert_eq!(fresh.acceptance(), Acceptance::Exchanged);
+    assert_eq!((fresh.issuer(), fresh.subject()), (OTHER_ISS, Some("alice")));
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
-//! What consumers do with each answer of a token service, over real HTTP against the
-//! development token service playing each answer: an answer about our client halts, one about
-//! this message's token dead-letters it, anything else is retried a bounded number of times.
+//! What consumers and publishers do with each answer of a token service, over real HTTP
+//! against the development token service playing each answer: an answer about our client
+//! halts, one about this message's token dead-letters it, anything else is retried a bounded
+//! number of times; and a token issued for another user, or labelled as another type, is
+//! never used, on either side.
 
 #![cfg(feature = "testing")]
 
@@ -10,8 +12,9 @@ use std::time::Duration;
 use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer};
 use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
 use jwt_relay::{
-    ErrorClass, ErrorKind, Exchange, ExchangeRequest, Guard, Headers, MessageInfo, Outcome, REASON_CLASS,
-    REASON_KIND, REASON_MESSAGE, Rfc8693Client, TokenExchanger, Verifier, now_unix,
+    ACCESS_TOKEN_TYPE, Acceptance, AuthContext, ErrorClass, ErrorKind, Exchange, ExchangeRequest, Guard,
+    Headers, JWT_TOKEN_TYPE, MessageInfo, Outcome, Propagator, PublishErrorKind, REASON_CLASS, REASON_KIND,
+    REASON_MESSAGE, Rfc8693Client, TokenExchanger, Verifier, now_unix,
 };
 use serde_json::json;
 
@@ -174,4 +177,152 @@ async fn an_expired_token_and_a_bare_401_do_not_stop_a_consumer_but_invalid_clie
         "the message waits for a fixed setup"
     );
     assert!(broker.dead_letters("invoices").is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// What was issued: for the same user, of the type asked for
+// ---------------------------------------------------------------------------
+
+/// A publisher for `invoices` (exchanged for `billing`) that refreshes tokens expiring
+/// within a minute, checking what it exchanged with the orders service's verifier.
+fn propagator(sts: &DevSts) -> Propagator {
+    Propagator::builder()
+        .exchanger(Arc::new(client(sts)))
+        .verifier(verifier(sts, "orders"))
+        .audience_for("invoices", "billing")
+        .refresh_ahead(Duration::from_secs(60))
+        .build()
+        .expect("propagator")
+}
+
+async fn alice(sts: &DevSts, ttl: u64) -> AuthContext {
+    let token = sts.mint("alice", "orders", Duration::from_secs(ttl));
+    verifier(sts, "orders").verify(&token).await.expect("alice")
+}
+
+/// Publishes as `context` to `destination`: the error kind of what went wrong in the exchange.
+async fn publish_fails(propagator: &Propagator, destination: &str, context: &AuthContext) -> ErrorKind {
+    let mut headers = Headers::new();
+    let e = propagator
+        .inject(destination, Some(context), &mut headers)
+        .await
+        .expect_err("nothing is published");
+    assert_eq!(e.kind(), PublishErrorKind::Exchange, "{e}");
+    assert!(headers.is_empty(), "nothing was written: {headers:?}");
+    assert!(!e.to_string().contains(context.token()), "{e}");
+    e.exchange_error().expect("the exchange's error").kind()
+}
+
+#[tokio::test]
+async fn a_token_issued_for_another_user_is_refused_on_both_sides() {
+    let sts = sts().await;
+    sts.set_mode(Mode::IssueFor("mallory"));
+
+    // Consuming: alice's expired token comes back as mallory's.
+    let outcome = exchanging_guard(&sts)
+        .check(&bearer(&expired(&sts, "alice")), &MessageInfo::new("orders"))
+        .await;
+    match outcome {
+        Outcome::Reject(e) => {
+            assert_eq!(e.kind(), ErrorKind::ExchangeWrongSubject, "{e}");
+            assert_eq!(e.class(), ErrorClass::Permanent);
+            assert!(!e.message().contains("mallory"), "no subject in the reason: {e}");
+        }
+        other => panic!("expected Reject, got {other:?}"),
+    }
+
+    // Publishing: for another audience, and refreshing a dying token.
+    let propagator = propagator(&sts);
+    let fresh = alice(&sts, 300).await;
+    let dying = alice(&sts, 30).await;
+    assert_eq!(
+        publish_fails(&propagator, "invoices", &fresh).await,
+        ErrorKind::ExchangeWrongSubject
+    );
+    assert_eq!(
+        publish_fails(&propagator, "audit", &dying).await,
+        ErrorKind::ExchangeWrongSubject
+    );
+
+    // The same service, honest again: alice's token for billing leaves.
+    sts.set_mode(Mode::Normal);
+    let mut headers = Headers::new();
+    propagator
+        .inject("invoices", Some(&fresh), &mut headers)
+        .await
+        .expect("published");
+    let written = header(&headers, "authorization");
+    let token = written.strip_prefix("Bearer ").expect("bearer");
+    let billing = verifier(&sts, "billing")
+        .verify(token)
+        .await
+        .expect("for billing");
+    assert_eq!(billing.subject(), Some("alice"));
+}
+
+#[tokio::test]
+async fn answers_labelled_as_another_token_type_are_refused_and_a_missing_type_is_not() {
+    let sts = sts().await;
+    let guard = exchanging_guard(&sts);
+    let propagator = propagator(&sts);
+    let fresh = alice(&sts, 300).await;
+    let refused = [
+        Mode::Label {
+            issued_token_type: Some("urn:ietf:params:oauth:token-type:refresh_token"),
+            token_type: "Bearer",
+        },
+        Mode::Label {
+            issued_token_type: Some(ACCESS_TOKEN_TYPE),
+            token_type: "DPoP",
+        },
+    ];
+    for mode in refused {
+        sts.set_mode(mode);
+        match guard
+            .check(&bearer(&expired(&sts, "alice")), &MessageInfo::new("orders"))
+            .await
+        {
+            Outcome::Reject(e) => assert_eq!(e.kind(), ErrorKind::ExchangeWrongTokenType, "{mode:?}: {e}"),
+            other => panic!("{mode:?}: expected Reject, got {other:?}"),
+        }
+        assert_eq!(
+            publish_fails(&propagator, "invoices", &fresh).await,
+            ErrorKind::ExchangeWrongTokenType,
+            "{mode:?}"
+        );
+    }
+
+    // RFC 8693 requires `issued_token_type`, but some servers leave it out: the token decides.
+    let accepted = [
+        Mode::Label {
+            issued_token_type: None,
+            token_type: "bearer",
+        },
+        Mode::Label {
+            issued_token_type: Some(JWT_TOKEN_TYPE),
+            token_type: "N_A",
+        },
+    ];
+    for mode in accepted {
+        sts.set_mode(mode);
+        match guard
+            .check(&bearer(&expired(&sts, "alice")), &MessageInfo::new("orders"))
+            .await
+        {
+            Outcome::Accept(context) => {
+                assert_eq!(context.acceptance(), Acceptance::Exchanged, "{mode:?}");
+                assert_eq!(context.subject(), Some("alice"), "{mode:?}");
+            }
+            other => panic!("{mode:?}: expected Accept, got {other:?}"),
+        }
+        let mut headers = Headers::new();
+        propagator
+            .inject("invoices", Some(&fresh), &mut headers)
+            .await
+            .expect("published");
+        assert!(
+            header(&headers, "authorization").starts_with("Bearer "),
+            "{mode:?}"
+        );
+    }
 }

@@ -5,19 +5,29 @@ use std::time::{Duration, SystemTime};
 
 use crate::backoff::Backoff;
 use crate::error::{Error, ErrorClass};
-use crate::exchange::{ExchangeRequest, TokenExchanger};
+use crate::exchange::{ExchangeRequest, Recipient, TokenExchanger, verify_issued};
 use crate::policy::{ExpiredToken, ExpiryPolicy, Outcome};
 
 /// Redeliveries of one message while the token service gives no token, by default.
 const DEFAULT_MAX_RETRIES: u32 = 10;
 
 /// Exchanges an expired token for a fresh one through a
-/// [`TokenExchanger`], verifies the fresh token like any other, and
-/// continues with it, so downstream publishes carry it. The context is marked
+/// [`TokenExchanger`], and continues with the fresh token, so downstream
+/// publishes carry it. The context is marked
 /// [`Acceptance::Exchanged`](crate::Acceptance).
 ///
-/// A failure is decided by its class: a refusal of this token (or a fresh
-/// token that does not verify) dead-letters the message; a refusal of our client
+/// What the token service issued is checked before it is used: `token_type`
+/// must be `Bearer` or `N_A` and `issued_token_type`, when the service
+/// gives it, the type asked for
+/// ([`ExchangeWrongTokenType`](crate::ErrorKind::ExchangeWrongTokenType));
+/// the token must verify like any other here (signed by an issuer the
+/// verifier trusts, for this service's audience, in time); and it must name
+/// the same end user (`sub`) as the expired token
+/// ([`ExchangeWrongSubject`](crate::ErrorKind::ExchangeWrongSubject)). Each
+/// failure is permanent: the message is dead-lettered.
+///
+/// A failure is decided by its class: a refusal of this token (or of what
+/// was issued for it) dead-letters the message; a refusal of our client
 /// halts the consumer; anything transient (the service down, or an answer
 /// that does not say what is wrong) redelivers the message after the
 /// [`backoff`](Self::backoff) (or the service's `Retry-After`), at most
@@ -126,7 +136,8 @@ impl ExpiryPolicy for Exchange {
         // The fresh token was issued after `expired.now()`: checked against that time, its `iat`
         // could be a second in the future.
         let now = SystemTime::now().max(expired.now());
-        match expired.verifier().verify_at(&issued.access_token, now).await {
+        let verifier = expired.verifier();
+        match verify_issued(verifier, &request, &issued, context, Recipient::Here, now).await {
             Ok(fresh) => Outcome::Accept(fresh.into_exchanged()),
             Err(e) => self.failed(e, expired.attempt()),
         }

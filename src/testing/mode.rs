@@ -35,6 +35,19 @@ pub enum Mode {
         /// The OAuth error code, if any (`invalid_client`, `invalid_grant`, …).
         error: Option<&'static str>,
     },
+    /// Judges every request as usual, but issues the token for this subject
+    /// instead of the subject token's: a compromised or misconfigured
+    /// service, whose tokens a client must refuse.
+    IssueFor(&'static str),
+    /// Judges every request as usual, but labels the answer with this
+    /// `issued_token_type` (left out when `None`, as some servers do) and
+    /// this `token_type`.
+    Label {
+        /// The `issued_token_type` of the answer, if any.
+        issued_token_type: Option<&'static str>,
+        /// The `token_type` of the answer.
+        token_type: &'static str,
+    },
 }
 
 /// What the service has served since it started, for assertions such as

@@ -52,7 +52,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// body is not a token response) is not, as asking again at once would
 /// most likely get the same answer. A consumer retries a transient failure
 /// a bounded number of times ([`Exchange::max_retries`](crate::Exchange::max_retries)).
-/// Messages name the endpoint and the server's error code and description (escaped, cut
+/// The answer's `token_type` and `issued_token_type` are returned as the
+/// server gave them; the [`Exchange`](crate::Exchange) policy and the
+/// [`Propagator`](crate::Propagator) check them, and the token, before
+/// using it. Messages name the
+/// endpoint and the server's error code and description (escaped, cut
 /// short), never a token. `Debug` never shows a secret.
 ///
 /// ```no_run
