@@ -61,15 +61,25 @@ pub enum ErrorKind {
     NestedToken,
     /// The key set could not be fetched: retry later.
     KeySetUnavailable,
-    /// The token service refused the exchange (`invalid_grant`,
-    /// `invalid_target`, `invalid_request`, `invalid_scope`).
+    /// The token service refused to exchange this message's token
+    /// (`invalid_grant`, `invalid_target`, `invalid_request`, `invalid_scope`).
     ExchangeDenied,
-    /// The token service is unreachable, slow, or answered 5xx or 429.
+    /// The token service is unreachable or slow, answered 5xx, 408 or 429,
+    /// or gave an answer that does not say what is wrong (a 400, 401 or 403
+    /// without an OAuth error code, an unknown code, a body that is not a
+    /// token response).
     ExchangeUnavailable,
-    /// The token service refused our client (`invalid_client`,
-    /// `unauthorized_client`, HTTP 401, or HTTP 403 without an OAuth error
-    /// code).
+    /// The token service refused our client or its setup (`invalid_client`,
+    /// `unauthorized_client`, `unsupported_grant_type`): every exchange
+    /// would fail the same way.
     ExchangeUnauthorized,
+    /// The token service issued a token that names another end user than
+    /// the token it was given (another `sub`, or none).
+    ExchangeWrongSubject,
+    /// The token service's answer labels the token as another type than
+    /// the one asked for (`issued_token_type`), or as another kind than a
+    /// bearer token (`token_type` neither `Bearer` nor `N_A`).
+    ExchangeWrongTokenType,
     /// The user's handler failed (after its retries).
     Handler,
     /// The broker dead-lettered the message itself (message TTL, queue
@@ -127,6 +137,8 @@ impl ErrorKind {
             ErrorKind::ExchangeDenied => "ExchangeDenied",
             ErrorKind::ExchangeUnavailable => "ExchangeUnavailable",
             ErrorKind::ExchangeUnauthorized => "ExchangeUnauthorized",
+            ErrorKind::ExchangeWrongSubject => "ExchangeWrongSubject",
+            ErrorKind::ExchangeWrongTokenType => "ExchangeWrongTokenType",
             ErrorKind::Handler => "Handler",
             ErrorKind::BrokerDeadLettered => "BrokerDeadLettered",
             ErrorKind::AlreadyDeadLettered => "AlreadyDeadLettered",

@@ -202,6 +202,7 @@ impl Guard {
             published: info.published,
             now,
             destination: info.destination.clone(),
+            attempt: info.attempt,
             verifier: inner.verifier.clone(),
         };
         let outcome = match policy.decide_boxed(expired).await {

@@ -71,6 +71,7 @@ pub struct ExpiredToken {
     pub(crate) published: Option<PublishTime>,
     pub(crate) now: SystemTime,
     pub(crate) destination: String,
+    pub(crate) attempt: u32,
     pub(crate) verifier: Verifier,
 }
 
@@ -80,6 +81,7 @@ impl fmt::Debug for ExpiredToken {
             .field("context", &self.context)
             .field("published", &self.published)
             .field("destination", &self.destination)
+            .field("attempt", &self.attempt)
             .finish_non_exhaustive()
     }
 }
@@ -103,6 +105,12 @@ impl ExpiredToken {
     /// Where the message was consumed from (topic, queue, subject).
     pub fn destination(&self) -> &str {
         &self.destination
+    }
+
+    /// How many times the message was delivered before (0 the first time):
+    /// a policy that retries bounds its retries with it.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 
     /// The verifier that judged the token, to verify a replacement with.

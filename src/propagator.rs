@@ -2,17 +2,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tracing::Instrument as _;
 
 use crate::ambient::current;
 use crate::carrier::Injector;
 use crate::context::{Acceptance, AuthContext};
-use crate::exchange::{ExchangeRequest, TokenExchanger};
+use crate::exchange::{ExchangeRequest, Recipient, TokenExchanger, verify_issued};
 use crate::publish_error::{PublishError, PublishErrorKind};
 use crate::token_header::TokenHeader;
-use crate::verifier::now_unix;
+use crate::verifier::{Verifier, now_unix};
 
 /// Chooses the token a published message carries and writes it into the
 /// message's headers: the explicit context if given, else the ambient one
@@ -23,6 +23,15 @@ use crate::verifier::now_unix;
 /// original. Per destination it can be exchanged for a token whose audience
 /// is the destination service, so no service receives a token meant for
 /// another; and a token about to expire can be exchanged before it leaves.
+///
+/// An exchanged token leaves only once it has been checked, like the
+/// [`Exchange`](crate::Exchange) policy checks one: the answer's
+/// `token_type` and `issued_token_type`, the token's signature by an issuer
+/// the [`verifier`](PropagatorBuilder::verifier) trusts and its time, the
+/// audience asked for (not this service's), and the same end user (`sub`)
+/// as the token it replaces. Otherwise the publish fails with
+/// [`PublishErrorKind::Exchange`], whose
+/// [`exchange_error`](PublishError::exchange_error) says what was wrong.
 #[derive(Debug, Clone)]
 pub struct Propagator {
     inner: Arc<Inner>,
@@ -31,10 +40,17 @@ pub struct Propagator {
 #[derive(Debug)]
 struct Inner {
     header: TokenHeader,
-    exchanger: Option<Arc<dyn TokenExchanger>>,
+    exchange: Option<Exchanging>,
     audiences: HashMap<String, String>,
     refresh_ahead: Option<Duration>,
     allow_anonymous: bool,
+}
+
+/// The exchanger, and the verifier that checks what it issues.
+#[derive(Debug)]
+struct Exchanging {
+    exchanger: Arc<dyn TokenExchanger>,
+    verifier: Verifier,
 }
 
 /// Builds a [`Propagator`].
@@ -42,6 +58,7 @@ struct Inner {
 pub struct PropagatorBuilder {
     header: TokenHeader,
     exchanger: Option<Arc<dyn TokenExchanger>>,
+    verifier: Option<Verifier>,
     audiences: HashMap<String, String>,
     refresh_ahead: Option<Duration>,
     allow_anonymous: bool,
@@ -114,7 +131,7 @@ impl Propagator {
         if audience.is_none() && !grace && !expiring {
             return Ok((Some(context.token().to_owned()), "forwarded"));
         }
-        let Some(exchanger) = &inner.exchanger else {
+        let Some(exchanging) = &inner.exchange else {
             return Err(PublishError::new(
                 PublishErrorKind::GraceNotForwardable,
                 format!(
@@ -126,13 +143,24 @@ impl Propagator {
         };
         let mut request = ExchangeRequest::new(context.token());
         request.audience.extend(audience.cloned());
-        let issued = exchanger.exchange(&request).await.map_err(|e| {
-            PublishError::new(
-                PublishErrorKind::Exchange,
-                format!("exchanging the token for `{destination}` failed: {e}"),
-            )
-            .with_source(e)
-        })?;
+        let failed = |e: crate::Error, what: String| {
+            PublishError::new(PublishErrorKind::Exchange, format!("{what}: {e}")).with_source(e)
+        };
+        let issued = exchanging
+            .exchanger
+            .exchange(&request)
+            .await
+            .map_err(|e| failed(e, format!("exchanging the token for `{destination}` failed")))?;
+        let next_hop = Recipient::NextHop(&request.audience);
+        let now = SystemTime::now();
+        verify_issued(&exchanging.verifier, &request, &issued, &context, next_hop, now)
+            .await
+            .map_err(|e| {
+                failed(
+                    e,
+                    format!("the token exchanged for `{destination}` is not sent on"),
+                )
+            })?;
         Ok((Some(issued.access_token), "exchanged"))
     }
 
@@ -172,9 +200,20 @@ impl PropagatorBuilder {
 
     /// The exchanger used for per-destination audiences, refresh-ahead, and
     /// tokens accepted under grace. Wrap it in an
-    /// [`ExchangeCache`](crate::ExchangeCache).
+    /// [`ExchangeCache`](crate::ExchangeCache). Needs a
+    /// [`verifier`](Self::verifier).
     pub fn exchanger(mut self, exchanger: Arc<dyn TokenExchanger>) -> Self {
         self.exchanger = Some(exchanger);
+        self
+    }
+
+    /// The verifier that checks each exchanged token before it leaves: its
+    /// issuer must be one this verifier trusts, under that issuer's keys
+    /// and rules, except that the token is for the audience asked for
+    /// rather than this service's. Usually the verifier of this service's
+    /// consumers.
+    pub fn verifier(mut self, verifier: Verifier) -> Self {
+        self.verifier = Some(verifier);
         self
     }
 
@@ -197,22 +236,32 @@ impl PropagatorBuilder {
         self
     }
 
-    /// Checks the configuration: audiences and refresh-ahead need an exchanger.
+    /// Checks the configuration: audiences and refresh-ahead need an
+    /// exchanger, and an exchanger needs a verifier.
     pub fn build(self) -> crate::Result<Propagator> {
+        let config = |what: &str| Err(crate::Error::new(crate::ErrorKind::Configuration, what));
         if self.exchanger.is_none() && (!self.audiences.is_empty() || self.refresh_ahead.is_some()) {
-            return Err(crate::Error::new(
-                crate::ErrorKind::Configuration,
-                "per-destination audiences and refresh-ahead need an exchanger",
-            ));
+            return config("per-destination audiences and refresh-ahead need an exchanger");
+        }
+        if self.exchanger.is_some() && self.verifier.is_none() {
+            return config(
+                "an exchanger needs a verifier (`PropagatorBuilder::verifier`) to check each token it issues \
+                 before it is published",
+            );
         }
         Ok(self.build_unchecked())
     }
 
+    /// Builds without checking: an exchanger without a verifier is dropped.
     fn build_unchecked(self) -> Propagator {
+        let exchange = self
+            .exchanger
+            .zip(self.verifier)
+            .map(|(exchanger, verifier)| Exchanging { exchanger, verifier });
         Propagator {
             inner: Arc::new(Inner {
                 header: self.header,
-                exchanger: self.exchanger,
+                exchange,
                 audiences: self.audiences,
                 refresh_ahead: self.refresh_ahead,
                 allow_anonymous: self.allow_anonymous,

@@ -194,7 +194,7 @@ impl Verifier {
         let verifier = self.clone();
         runtime.spawn(async move {
             let token = running.token();
-            match verifier.verify_signed(token, true).await {
+            match verifier.verify_signed(token, true, Audience::Ours).await {
                 Ok(verified) => {
                     if let Some(cache) = &verifier.inner.cache {
                         cache.insert(&AuthContext::new(token, Arc::new(verified)));
@@ -219,6 +219,22 @@ impl Verifier {
             Some(verdict) => verdict,
             None => self.verify_fresh(token, now).await,
         }
+    }
+
+    /// Verifies a token meant for another service, as if the time were `now`: everything as
+    /// for any token, except that it must name one of `audiences` (any audience, when empty)
+    /// instead of this service's. Never cached, as the cache vouches for tokens meant here.
+    pub(crate) async fn verify_for(
+        &self,
+        token: &str,
+        audiences: &[String],
+        now: SystemTime,
+    ) -> Result<AuthContext> {
+        check_size(token, self.inner.max_size)?;
+        let verified = self
+            .verify_signed(token, false, Audience::These(audiences))
+            .await?;
+        check_time(AuthContext::new(token, Arc::new(verified)), unix_seconds(now))
     }
 
     /// The verdict on a token the cache holds, its time checked against `now`; `None` when
@@ -256,7 +272,8 @@ impl Verifier {
                 }
             }
         }
-        let context = AuthContext::new(token, Arc::new(self.verify_signed(token, false).await?));
+        let verified = self.verify_signed(token, false, Audience::Ours).await?;
+        let context = AuthContext::new(token, Arc::new(verified));
         if let Some(cache) = cache {
             cache.insert(&context);
         }
@@ -278,7 +295,7 @@ impl Verifier {
 
     /// Everything that does not depend on the clock: what the cache keeps. `ahead` says
     /// whether this runs ahead of the message's turn (for the signature-check count).
-    async fn verify_signed(&self, token: &str, ahead: bool) -> Result<Verified> {
+    async fn verify_signed(&self, token: &str, ahead: bool, audience: Audience<'_>) -> Result<Verified> {
         let compact = jose::split(token)?;
         let header = jose::parse_header(compact.header)?;
         let payload = jose::parse_object(&jose::decode_part(compact.payload, "payload")?, "payload")?;
@@ -333,7 +350,7 @@ impl Verifier {
                 ),
             ));
         }
-        check_audience(config, &claims)?;
+        check_audience(config, &claims, audience)?;
         check_typ(config, header.typ.as_deref())?;
         check_lifetime(config, &claims)?;
         Ok(Verified {
@@ -442,10 +459,21 @@ impl VerifierBuilder {
     }
 }
 
-fn check_audience(config: &Issuer, claims: &Claims) -> Result<()> {
-    if !config.check_audience {
-        return Ok(());
-    }
+/// The audiences a token must name one of.
+#[derive(Clone, Copy)]
+enum Audience<'a> {
+    /// Its issuer's, the ones this service accepts (none, when the issuer's check is off).
+    Ours,
+    /// One of these (any, when empty): a token meant for another service.
+    These(&'a [String]),
+}
+
+fn check_audience(config: &Issuer, claims: &Claims, audience: Audience<'_>) -> Result<()> {
+    let wanted = match audience {
+        Audience::Ours if config.check_audience => config.audiences.as_slice(),
+        Audience::Ours | Audience::These([]) => return Ok(()),
+        Audience::These(these) => these,
+    };
     let aud = claims.audience();
     if aud.is_empty() {
         return Err(Error::new(
@@ -453,7 +481,7 @@ fn check_audience(config: &Issuer, claims: &Claims) -> Result<()> {
             "the token has no `aud` claim",
         ));
     }
-    if aud.iter().any(|a| config.audiences.contains(a)) {
+    if aud.iter().any(|a| wanted.contains(a)) {
         return Ok(());
     }
     let list = |auds: &[String]| {
@@ -468,7 +496,7 @@ fn check_audience(config: &Issuer, claims: &Claims) -> Result<()> {
         format!(
             "the token is for {}, not for {} (issuer `{}`)",
             list(aud),
-            list(&config.audiences),
+            list(wanted),
             config.issuer
         ),
     ))

@@ -131,7 +131,9 @@ impl TokenExchanger for FakeExchanger {
 }
 
 fn exchanging(exchanger: &Arc<FakeExchanger>) -> jwt_relay::PropagatorBuilder {
-    Propagator::builder().exchanger(exchanger.clone())
+    Propagator::builder()
+        .exchanger(exchanger.clone())
+        .verifier(verifier())
 }
 
 // ---------------------------------------------------------------------------
@@ -334,4 +336,16 @@ async fn refresh_ahead_exchanges_only_a_token_about_to_expire() {
     assert_eq!(exchanger.requests().len(), 1);
     let fresh = verifier().verify(&written).await.expect("verifies");
     assert!(fresh.claims().expires_at().expect("exp") > now() + 60);
+}
+
+#[tokio::test]
+async fn an_exchanger_needs_a_verifier_to_check_what_it_issues() {
+    let exchanger = Arc::new(FakeExchanger::default());
+    let e = Propagator::builder()
+        .exchanger(exchanger.clone())
+        .audience_for("invoices", "billing")
+        .build()
+        .expect_err("nothing would check the exchanged tokens");
+    assert_eq!(e.kind(), jwt_relay::ErrorKind::Configuration, "{e}");
+    assert!(e.message().contains("verifier"), "{e}");
 }

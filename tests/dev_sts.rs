@@ -539,8 +539,50 @@ async fn modes_play_a_slow_down_or_hostile_service() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(slow.status, StatusCode::OK);
 
+    sts.set_mode(Mode::Refuse {
+        status: 401,
+        error: Some("invalid_client"),
+    });
+    let refused = exchange(&sts, &user, "billing").await;
+    assert_eq!(
+        (refused.status, refused.error()),
+        (StatusCode::UNAUTHORIZED, "invalid_client")
+    );
+    sts.set_mode(Mode::Refuse {
+        status: 403,
+        error: None,
+    });
+    let bare = exchange(&sts, &user, "billing").await;
+    assert_eq!((bare.status, &bare.body), (StatusCode::FORBIDDEN, &Value::Null));
+    assert_eq!(bare.header("content-type"), Some("text/html"));
+
+    sts.set_mode(Mode::IssueFor("mallory"));
+    let swapped = exchange(&sts, &user, "billing").await;
+    assert_eq!(
+        consume(&sts, "billing", swapped.token()).await.subject(),
+        Some("mallory")
+    );
+
+    sts.set_mode(Mode::Label {
+        issued_token_type: None,
+        token_type: "N_A",
+    });
+    let labelled = exchange(&sts, &user, "billing").await;
+    assert_eq!(labelled.body["token_type"], "N_A");
+    assert!(
+        labelled.body.get("issued_token_type").is_none(),
+        "{}",
+        labelled.body
+    );
+    assert_eq!(
+        consume(&sts, "billing", labelled.token()).await.subject(),
+        Some("alice")
+    );
+
     sts.set_mode(Mode::Normal);
-    assert_eq!(exchange(&sts, &user, "billing").await.status, StatusCode::OK);
+    let normal = exchange(&sts, &user, "billing").await;
+    assert_eq!(normal.body["token_type"], "Bearer");
+    assert_eq!(normal.body["issued_token_type"], ACCESS_TOKEN_TYPE);
 }
 
 #[tokio::test]

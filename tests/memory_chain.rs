@@ -71,7 +71,11 @@ impl Shop {
             .max_attempts(1)
             .build()
             .expect("the client builds");
-        let exchange = Exchange::new(Arc::new(ExchangeCache::new(client))).retry_delay(ms(20));
+        // A short wait against a refusal the exchange cache remembers for a second: many
+        // redeliveries before the service is back, none of them allowed to be the last.
+        let exchange = Exchange::new(Arc::new(ExchangeCache::new(client)))
+            .retry_delay(ms(20))
+            .max_retries(1_000);
         Guard::builder(self.verifier.clone()).policy(exchange).build()
     }
 }

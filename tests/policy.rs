@@ -9,6 +9,8 @@ mod common;
 #[path = "common/jwks_server.rs"]
 mod jwks_server;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,8 +19,9 @@ use axum::http::StatusCode;
 use common::{Signer, claims, fixture, now};
 use jwks_server::{JwksServer, Mode};
 use jwt_relay::{
-    Acceptance, Algorithm, Backoff, Error, ErrorClass, ErrorKind, ExpiredToken, ExpiryPolicy, Grace, Guard,
-    GuardBuilder, Headers, Issuer, Key, MessageInfo, Outcome, PublishTime, RemoteOptions, Verifier,
+    ACCESS_TOKEN_TYPE, Acceptance, Algorithm, Backoff, Error, ErrorClass, ErrorKind, Exchange,
+    ExchangeRequest, ExpiredToken, ExpiryPolicy, Grace, Guard, GuardBuilder, Headers, IssuedToken, Issuer,
+    Key, MessageInfo, Outcome, PublishTime, RemoteOptions, TokenExchanger, Verifier,
 };
 use serde_json::Value;
 
@@ -461,5 +464,120 @@ async fn a_configuration_failure_halts() {
             assert_eq!(e.class(), ErrorClass::Configuration);
         }
         other => panic!("expected Halt, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Exchange: what the token service answers, and how often a message waits
+// ---------------------------------------------------------------------------
+
+/// A token service that gives every request the same answer, made afresh.
+#[derive(Debug)]
+struct Answering(fn() -> jwt_relay::Result<IssuedToken>);
+
+impl TokenExchanger for Answering {
+    fn exchange<'a>(
+        &'a self,
+        _request: &'a ExchangeRequest,
+    ) -> Pin<Box<dyn Future<Output = jwt_relay::Result<IssuedToken>> + Send + 'a>> {
+        Box::pin(async move { (self.0)() })
+    }
+}
+
+fn issued(access_token: String, issued_token_type: Option<&str>) -> jwt_relay::Result<IssuedToken> {
+    Ok(IssuedToken {
+        access_token,
+        issued_token_type: issued_token_type.map(str::to_owned),
+        token_type: "Bearer".to_owned(),
+        expires_in: Some(300),
+        scope: None,
+    })
+}
+
+fn exchanging(answer: fn() -> jwt_relay::Result<IssuedToken>) -> Guard {
+    guard(|b| b.policy(Exchange::new(Arc::new(Answering(answer)))))
+}
+
+#[tokio::test]
+async fn an_exchanged_token_for_another_user_is_refused() {
+    // Alice's expired token, exchanged for a genuine token of the same issuer naming mallory.
+    let mallory = exchanging(|| issued(Signer::ed25519().sign(&claims(ISS, AUD, "mallory", 300)), None));
+    let e = rejected(check(&mallory, &expired_token(), &MessageInfo::new(DEST)).await);
+    assert_eq!(e.kind(), ErrorKind::ExchangeWrongSubject, "{e}");
+    assert!(
+        !e.message().contains("mallory") && !e.message().contains("alice"),
+        "{e}"
+    );
+
+    // One without any subject.
+    let nobody = exchanging(|| {
+        let mut c = claims(ISS, AUD, "", 300);
+        c.as_object_mut().expect("an object").remove("sub");
+        issued(Signer::ed25519().sign(&c), Some(ACCESS_TOKEN_TYPE))
+    });
+    let e = rejected(check(&nobody, &expired_token(), &MessageInfo::new(DEST)).await);
+    assert_eq!(e.kind(), ErrorKind::ExchangeWrongSubject, "{e}");
+
+    // Alice, but signed by an issuer this consumer does not trust.
+    let foreign = exchanging(|| {
+        issued(
+            Signer::ec384().sign(&claims("https://sts.elsewhere.test", AUD, "alice", 300)),
+            None,
+        )
+    });
+    let e = rejected(check(&foreign, &expired_token(), &MessageInfo::new(DEST)).await);
+    assert_eq!(e.kind(), ErrorKind::InvalidIssuer, "{e}");
+
+    // Alice, from the other trusted issuer, without `issued_token_type`: accepted.
+    let trusted = exchanging(|| issued(Signer::ec256().sign(&claims(OTHER_ISS, AUD, "alice", 300)), None));
+    let fresh = accepted(check(&trusted, &expired_token(), &MessageInfo::new(DEST)).await);
+    assert_eq!(fresh.acceptance(), Acceptance::Exchanged);
+    assert_eq!((fresh.issuer(), fresh.subject()), (OTHER_ISS, Some("alice")));
+}
+
+#[tokio::test]
+async fn a_transient_exchange_failure_is_retried_a_bounded_number_of_times() {
+    let down = || {
+        Err(Error::new(
+            ErrorKind::ExchangeUnavailable,
+            "the token service is down",
+        ))
+    };
+    let guard = guard(|b| {
+        b.policy(
+            Exchange::new(Arc::new(Answering(down)))
+                .backoff(Backoff::new(Duration::from_secs(4), Duration::from_secs(4)))
+                .max_retries(3),
+        )
+    });
+    let token = expired_token();
+    for attempt in 0..3 {
+        match check(&guard, &token, &MessageInfo::new(DEST).attempt(attempt)).await {
+            Outcome::Retry(e, delay) => {
+                assert_eq!(e.kind(), ErrorKind::ExchangeUnavailable, "{e}");
+                assert!(
+                    (Duration::from_secs(2)..=Duration::from_secs(4)).contains(&delay),
+                    "{delay:?}"
+                );
+            }
+            other => panic!("delivery {attempt}: expected Retry, got {other:?}"),
+        }
+    }
+    // The fourth delivery's failure is the last: dead-lettered, still saying it was transient.
+    match check(&guard, &token, &MessageInfo::new(DEST).attempt(3)).await {
+        Outcome::Reject(e) => {
+            assert_eq!(e.kind(), ErrorKind::ExchangeUnavailable, "{e}");
+            assert_eq!(e.class(), ErrorClass::Transient, "replayable");
+            assert!(e.message().contains("given up after 4 deliveries"), "{e}");
+        }
+        other => panic!("expected Reject, got {other:?}"),
+    }
+
+    // The service's Retry-After wins over the backoff.
+    let busy =
+        || Err(Error::new(ErrorKind::ExchangeUnavailable, "busy").with_retry_after(Duration::from_secs(7)));
+    match check(&exchanging(busy), &token, &MessageInfo::new(DEST)).await {
+        Outcome::Retry(_, delay) => assert_eq!(delay, Duration::from_secs(7)),
+        other => panic!("expected Retry, got {other:?}"),
     }
 }

@@ -3,6 +3,7 @@
 
 mod cache;
 mod client;
+mod issued;
 mod policy;
 
 use std::fmt;
@@ -16,6 +17,7 @@ pub use cache::ExchangeCache;
 #[cfg(feature = "fuzzing")]
 pub(crate) use client::read_answer;
 pub use client::{ClientAuth, Rfc8693Client, Rfc8693ClientBuilder};
+pub(crate) use issued::{Recipient, verify_issued};
 pub use policy::Exchange;
 
 /// `urn:ietf:params:oauth:token-type:access_token`.

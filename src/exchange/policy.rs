@@ -3,13 +3,37 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::exchange::{ExchangeRequest, TokenExchanger};
+use crate::backoff::Backoff;
+use crate::error::{Error, ErrorClass};
+use crate::exchange::{ExchangeRequest, Recipient, TokenExchanger, verify_issued};
 use crate::policy::{ExpiredToken, ExpiryPolicy, Outcome};
 
+/// Redeliveries of one message while the token service gives no token, by default.
+const DEFAULT_MAX_RETRIES: u32 = 10;
+
 /// Exchanges an expired token for a fresh one through a
-/// [`TokenExchanger`], verifies the fresh token like any other, and
-/// continues with it, so downstream publishes carry the fresh token. The
-/// context is marked [`Acceptance::Exchanged`](crate::Acceptance).
+/// [`TokenExchanger`], and continues with the fresh token, so downstream
+/// publishes carry it. The context is marked
+/// [`Acceptance::Exchanged`](crate::Acceptance).
+///
+/// What the token service issued is checked before it is used: `token_type`
+/// must be `Bearer` or `N_A` and `issued_token_type`, when the service
+/// gives it, the type asked for
+/// ([`ExchangeWrongTokenType`](crate::ErrorKind::ExchangeWrongTokenType));
+/// the token must verify like any other here (signed by an issuer the
+/// verifier trusts, for this service's audience, in time); and it must name
+/// the same end user (`sub`) as the expired token
+/// ([`ExchangeWrongSubject`](crate::ErrorKind::ExchangeWrongSubject)). Each
+/// failure is permanent: the message is dead-lettered.
+///
+/// A failure is decided by its class: a refusal of this token (or of what
+/// was issued for it) dead-letters the message; a refusal of our client
+/// halts the consumer; anything transient (the service down, or an answer
+/// that does not say what is wrong) redelivers the message after the
+/// [`backoff`](Self::backoff) (or the service's `Retry-After`), at most
+/// [`max_retries`](Self::max_retries) times; the next transient failure
+/// dead-letters it with the transient error as the reason, so it can be
+/// replayed once the service is back.
 ///
 /// Token services differ: Keycloak refuses an expired subject token
 /// (`invalid_grant` → the message is dead-lettered), others accept one
@@ -22,7 +46,8 @@ pub struct Exchange {
     exchanger: Arc<dyn TokenExchanger>,
     audiences: Vec<String>,
     scope: Option<String>,
-    retry_delay: Duration,
+    backoff: Backoff,
+    max_retries: u32,
 }
 
 impl Exchange {
@@ -34,7 +59,8 @@ impl Exchange {
             exchanger,
             audiences: Vec::new(),
             scope: None,
-            retry_delay: Duration::from_secs(1),
+            backoff: Backoff::default(),
+            max_retries: DEFAULT_MAX_RETRIES,
         }
     }
 
@@ -53,11 +79,41 @@ impl Exchange {
         self
     }
 
-    /// How long to wait before retrying when the token service is down and
-    /// did not say (`Retry-After`) (1 s).
-    pub fn retry_delay(mut self, delay: Duration) -> Self {
-        self.retry_delay = delay;
+    /// The wait before a message is redelivered after a transient failure
+    /// that did not say how long to wait (`Retry-After`), by the number of
+    /// deliveries so far (1 s doubling to 1 min, jittered).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
         self
+    }
+
+    /// The same wait before every redelivery after a transient failure
+    /// (`backoff(Backoff::new(delay, delay))`).
+    pub fn retry_delay(self, delay: Duration) -> Self {
+        self.backoff(Backoff::new(delay, delay))
+    }
+
+    /// How many times one message is redelivered after transient failures
+    /// before the next one dead-letters it (10; with the default backoff,
+    /// about 2.5 to 5 minutes of waiting, plus the client's own attempts).
+    /// Counted from the message's deliveries (the `attempt` of its
+    /// [`MessageInfo`](crate::MessageInfo)).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// The outcome of a failure on the message's delivery number `attempt` (0 the first).
+    fn failed(&self, error: Error, attempt: u32) -> Outcome {
+        if error.class() == ErrorClass::Transient && attempt >= self.max_retries {
+            let message = format!(
+                "{}; given up after {} deliveries",
+                error.message(),
+                attempt.saturating_add(1)
+            );
+            return Outcome::Reject(Error::new(error.kind(), message).with_source(error));
+        }
+        Outcome::from_error(error, self.backoff.delay(attempt))
     }
 }
 
@@ -75,14 +131,15 @@ impl ExpiryPolicy for Exchange {
         request.scope = self.scope.clone();
         let issued = match self.exchanger.exchange(&request).await {
             Ok(issued) => issued,
-            Err(e) => return Outcome::from_error(e, self.retry_delay),
+            Err(e) => return self.failed(e, expired.attempt()),
         };
         // The fresh token was issued after `expired.now()`: checked against that time, its `iat`
         // could be a second in the future.
         let now = SystemTime::now().max(expired.now());
-        match expired.verifier().verify_at(&issued.access_token, now).await {
+        let verifier = expired.verifier();
+        match verify_issued(verifier, &request, &issued, context, Recipient::Here, now).await {
             Ok(fresh) => Outcome::Accept(fresh.into_exchanged()),
-            Err(e) => Outcome::from_error(e, self.retry_delay),
+            Err(e) => self.failed(e, expired.attempt()),
         }
     }
 }

@@ -25,6 +25,29 @@ pub enum Mode {
     },
     /// Answers `400 invalid_grant` to every request, without looking at it.
     RejectAll,
+    /// Answers every request with this HTTP status, without looking at it:
+    /// with an RFC 6749 §5.2 error body carrying `error` when given, else
+    /// with a short HTML page, as a gateway in front of a service answers.
+    /// A status that is not one (outside 100..=999) answers 500.
+    Refuse {
+        /// The HTTP status.
+        status: u16,
+        /// The OAuth error code, if any (`invalid_client`, `invalid_grant`, …).
+        error: Option<&'static str>,
+    },
+    /// Judges every request as usual, but issues the token for this subject
+    /// instead of the subject token's: a compromised or misconfigured
+    /// service, whose tokens a client must refuse.
+    IssueFor(&'static str),
+    /// Judges every request as usual, but labels the answer with this
+    /// `issued_token_type` (left out when `None`, as some servers do) and
+    /// this `token_type`.
+    Label {
+        /// The `issued_token_type` of the answer, if any.
+        issued_token_type: Option<&'static str>,
+        /// The `token_type` of the answer.
+        token_type: &'static str,
+    },
 }
 
 /// What the service has served since it started, for assertions such as

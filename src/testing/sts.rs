@@ -218,8 +218,9 @@ impl DevSts {
 
     /// A guard over `verifier` that exchanges expired tokens here and fails fast while this
     /// service is down: one attempt of at most 300 ms per delivery (the consumer does the
-    /// retrying), then a retry after 100 ms doubling to 500 ms. What the token-outage tests of
-    /// every broker run.
+    /// retrying), then a redelivery after the [`Exchange`] policy's backoff (1 s doubling, at
+    /// most 10 redeliveries); other transient failures (the key set) retry after 100 ms
+    /// doubling to 500 ms. What the token-outage tests of every broker run.
     pub fn exchanging_guard(&self, verifier: Verifier) -> Result<Guard> {
         let client = self
             .client()

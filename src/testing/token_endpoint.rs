@@ -25,8 +25,9 @@ pub(super) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-
 /// `POST /token`: counts the request, applies the [`Mode`], then judges it.
 pub(super) async fn token(State(service): State<Arc<Service>>, headers: HeaderMap, body: Bytes) -> Response {
     Counters::bump(&service.counters.token_requests);
-    match service.mode() {
-        Mode::Normal => {}
+    let mode = service.mode();
+    match mode {
+        Mode::Normal | Mode::IssueFor(_) | Mode::Label { .. } => {}
         Mode::Slow(delay) => tokio::time::sleep(delay).await,
         Mode::Unavailable { retry_after } => {
             tracing::debug!("token request refused: the service plays unavailable");
@@ -37,8 +38,16 @@ pub(super) async fn token(State(service): State<Arc<Service>>, headers: HeaderMa
             return OAuthError::invalid_grant("the token service rejects every request (mode RejectAll)")
                 .into_response();
         }
+        Mode::Refuse { status, error } => {
+            tracing::debug!(
+                status,
+                error,
+                "token request refused: the service plays a refusal"
+            );
+            return refuse(status, error);
+        }
     }
-    match exchange(&service, &headers, &body).await {
+    match exchange(&service, mode, &headers, &body).await {
         Ok(issued) => {
             Counters::bump(&service.counters.exchanges_issued);
             issued
@@ -72,8 +81,31 @@ fn unavailable(retry_after: Option<Duration>) -> Response {
     response
 }
 
-/// Judges one token request (RFC 8693 §2.1) and issues the new token.
-async fn exchange(service: &Service, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+/// [`Mode::Refuse`]: `status`, with an OAuth error body carrying `error`, else an HTML page.
+fn refuse(status: u16, error: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match error {
+        Some(error) => {
+            let body = json!({
+                "error": error,
+                "error_description": "the token service plays a refusal (mode Refuse)",
+            });
+            (status, no_store(), Json(body)).into_response()
+        }
+        None => {
+            let page = format!("<html><body><h1>{status}</h1></body></html>");
+            (status, [(header::CONTENT_TYPE, "text/html")], page).into_response()
+        }
+    }
+}
+
+/// Judges one token request (RFC 8693 §2.1) and issues the new token, labelled as `mode` says.
+async fn exchange(
+    service: &Service,
+    mode: Mode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
     let params = Params::parse(headers, body)?;
     let client_id = service.clients.authenticate(headers, &params).await?;
     let grant_type = params.required("grant_type")?;
@@ -121,18 +153,30 @@ async fn exchange(service: &Service, headers: &HeaderMap, body: &[u8]) -> Result
         None => client_id.clone(),
     };
 
-    let claims = issued_claims(service, &subject, &params, &client_id, &actor)?;
+    let mut claims = issued_claims(service, &subject, &params, &client_id, &actor)?;
+    if let Mode::IssueFor(other) = mode {
+        claims["sub"] = Value::from(other);
+    }
     let access_token = service.signer.sign(&claims).map_err(|e| {
         tracing::error!(error = %e, "the development token service could not sign a token");
         OAuthError::server_error("the token service could not sign the token")
     })?;
     tracing::debug!(client = %client_id, actor = %actor, "token exchanged");
-    let body = json!({
+    let (issued_token_type, token_type) = match mode {
+        Mode::Label {
+            issued_token_type,
+            token_type,
+        } => (issued_token_type, token_type),
+        _ => (Some(issued_token_type), "Bearer"),
+    };
+    let mut body = json!({
         "access_token": access_token,
-        "issued_token_type": issued_token_type,
-        "token_type": "Bearer",
+        "token_type": token_type,
         "expires_in": service.ttl.as_secs(),
     });
+    if let Some(issued_token_type) = issued_token_type {
+        body["issued_token_type"] = Value::from(issued_token_type);
+    }
     Ok((StatusCode::OK, no_store(), Json(body)).into_response())
 }
 

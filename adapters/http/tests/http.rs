@@ -146,6 +146,7 @@ async fn a_gateway_calls_another_service_on_the_users_behalf() {
         .unwrap();
     let propagator = Propagator::builder()
         .exchanger(Arc::new(ExchangeCache::new(exchanger)))
+        .verifier(verifier(&sts, "gateway", &sts.jwks_url()))
         .audience_for(target, "fraud-check")
         .build()
         .unwrap();

@@ -88,16 +88,22 @@ pub(crate) fn fraud_check(verifier: Verifier, checked: Arc<Mutex<Vec<Identity>>>
 }
 
 /// billing's client for fraud-check: the current identity's token, exchanged for
-/// fraud-check's audience (once per user token: the cache remembers it).
+/// fraud-check's audience (once per user token: the cache remembers it), and checked with
+/// billing's verifier before it leaves.
 #[derive(Clone)]
 pub(crate) struct FraudCheck {
     client: ClientWithMiddleware,
     url: String,
 }
 
-pub(crate) fn client(exchanger: Arc<dyn TokenExchanger>, base: &str) -> Result<FraudCheck, Failure> {
+pub(crate) fn client(
+    exchanger: Arc<dyn TokenExchanger>,
+    verifier: Verifier,
+    base: &str,
+) -> Result<FraudCheck, Failure> {
     let propagator = Propagator::builder()
         .exchanger(exchanger)
+        .verifier(verifier)
         .audience_for(destination(&base.parse()?), "fraud-check")
         .build()?;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())

@@ -187,7 +187,7 @@ pub(crate) async fn run(options: Options, timeline: Timeline) -> Result<Summary,
 
         // billing: checks each order with fraud-check (exchanging the user's token for
         // fraud-check's audience), then invoices it, propagating the user's token as it is.
-        let fraud = http::client(exchanger(BILLING)?, &fraud_check)?;
+        let fraud = http::client(exchanger(BILLING)?, verifier_for("billing")?, &fraud_check)?;
         let invoice = invoices.publisher().await?;
         let billing = orders.consumer(
             "billing",

@@ -35,20 +35,27 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// POST, no redirects followed, a timeout per request, answers read up to
 /// 64 KiB.
 ///
-/// Failures are classed like every other: a refusal (`invalid_grant`,
-/// `invalid_target`, `invalid_request`, `invalid_scope`,
-/// `unsupported_grant_type`, any other 4xx) is
-/// [`ExchangeDenied`](ErrorKind::ExchangeDenied) (permanent); a refused
-/// client (`invalid_client`, `unauthorized_client`, HTTP 401 or 403) is
-/// [`ExchangeUnauthorized`](ErrorKind::ExchangeUnauthorized)
-/// (configuration), as is an endpoint that redirects or answers 404/405
-/// ([`Configuration`](ErrorKind::Configuration)); timeouts, connection
-/// failures, 408, 429, 5xx and `temporarily_unavailable` are retried in
-/// place (`max_attempts`, jittered backoff, `Retry-After` honoured up to
-/// `max_retry_after`), then reported as
-/// [`ExchangeUnavailable`](ErrorKind::ExchangeUnavailable) (transient). A
-/// 200 whose body is not a token response is the server misbehaving: also
-/// `ExchangeUnavailable`, but not retried in place. Messages name the
+/// Failures are classed by what the answer is about. Only an answer about
+/// our client or its setup stops a consumer: `invalid_client`,
+/// `unauthorized_client` or `unsupported_grant_type` is
+/// [`ExchangeUnauthorized`](ErrorKind::ExchangeUnauthorized), and an
+/// endpoint that redirects or answers 404/405 is
+/// [`Configuration`](ErrorKind::Configuration). A refusal of this token
+/// (`invalid_grant`, `invalid_target`, `invalid_request`, `invalid_scope`)
+/// is [`ExchangeDenied`](ErrorKind::ExchangeDenied) (permanent). Everything
+/// else is [`ExchangeUnavailable`](ErrorKind::ExchangeUnavailable)
+/// (transient): timeouts, connection failures, 408, 429, 5xx,
+/// `temporarily_unavailable` and `server_error` are retried in place
+/// (`max_attempts`, jittered backoff, `Retry-After` honoured up to
+/// `max_retry_after`); an answer that does not say what is wrong (a 400,
+/// 401 or 403 without an OAuth error code, an unknown code, a 200 whose
+/// body is not a token response) is not, as asking again at once would
+/// most likely get the same answer. A consumer retries a transient failure
+/// a bounded number of times ([`Exchange::max_retries`](crate::Exchange::max_retries)).
+/// The answer's `token_type` and `issued_token_type` are returned as the
+/// server gave them; the [`Exchange`](crate::Exchange) policy and the
+/// [`Propagator`](crate::Propagator) check them, and the token, before
+/// using it. Messages name the
 /// endpoint and the server's error code and description (escaped, cut
 /// short), never a token. `Debug` never shows a secret.
 ///

@@ -77,7 +77,7 @@ impl Failure {
             }
             ErrorKind::ExchangeUnavailable => {
                 let tries = if attempts == 1 { "attempt" } else { "attempts" };
-                format!("the token service at {endpoint} is unavailable ({attempts} {tries}): {what}{note}")
+                format!("the token service at {endpoint} gave no token ({attempts} {tries}): {what}{note}")
             }
             _ => format!("the token endpoint {endpoint}: {what}{note}"),
         };
@@ -160,7 +160,14 @@ struct OAuthError {
     error_description: Option<String>,
 }
 
-/// Classifies a non-200 answer: see [`Rfc8693Client`].
+/// Classifies a non-200 answer: see [`Rfc8693Client`](super::Rfc8693Client).
+///
+/// Only an answer about our client or its setup (`invalid_client`, `unauthorized_client`,
+/// `unsupported_grant_type`; a redirect, 404 or 405 from the endpoint URL) is a configuration
+/// error; only a code about this request's token (`invalid_grant`, `invalid_target`,
+/// `invalid_request`, `invalid_scope`) refuses the message. Anything else does not say what
+/// is wrong (a bare 401 may well be the service's answer to an expired subject token): it is
+/// transient, so one message can neither stop a consumer nor be dropped on a guess.
 fn classify(status: StatusCode, oauth: Option<&OAuthError>) -> Failure {
     use ErrorKind::{Configuration, ExchangeDenied, ExchangeUnauthorized, ExchangeUnavailable};
     let code = oauth.map(|o| o.error.as_str());
@@ -172,11 +179,14 @@ fn classify(status: StatusCode, oauth: Option<&OAuthError>) -> Failure {
         }
     }
     let (kind, retry) = match (status.as_u16(), code) {
-        (401, _) => (ExchangeUnauthorized, false),
         (408 | 429 | 500..=599, _) => (ExchangeUnavailable, true),
-        (_, Some("invalid_client" | "unauthorized_client")) => (ExchangeUnauthorized, false),
+        (_, Some("invalid_client" | "unauthorized_client" | "unsupported_grant_type")) => {
+            (ExchangeUnauthorized, false)
+        }
+        (_, Some("invalid_grant" | "invalid_target" | "invalid_request" | "invalid_scope")) => {
+            (ExchangeDenied, false)
+        }
         (_, Some("temporarily_unavailable" | "server_error")) => (ExchangeUnavailable, true),
-        (_, Some(_)) => (ExchangeDenied, false),
         (300..=399, None) => {
             what.push_str(" (redirects are not followed)");
             (Configuration, false)
@@ -185,10 +195,13 @@ fn classify(status: StatusCode, oauth: Option<&OAuthError>) -> Failure {
             what.push_str(" (is this the token endpoint?)");
             (Configuration, false)
         }
-        (403, None) => (ExchangeUnauthorized, false),
-        (400..=499, None) => (ExchangeDenied, false),
-        // 1xx, or a 2xx other than 200: not a token response.
-        _ => (ExchangeUnavailable, false),
+        // A bare 4xx, an unknown code, 1xx, or a 2xx other than 200. Asking again at once would
+        // most likely get the same answer: left to the consumer's bounded redelivery.
+        (_, Some(_)) => (ExchangeUnavailable, false),
+        (_, None) => {
+            what.push_str(" without an OAuth error code saying why");
+            (ExchangeUnavailable, false)
+        }
     };
     let mut failure = Failure::new(kind, what);
     failure.retry = retry;
@@ -290,15 +303,31 @@ mod tests {
     #[tokio::test]
     async fn oauth_errors_are_classified_and_quoted() {
         let hostile = format!("line one\nline two {}", "x".repeat(500));
+        let unavailable = ErrorKind::ExchangeUnavailable;
         let cases = [
+            // About this message's token: permanent.
             (oauth(400, "invalid_grant", &hostile), ErrorKind::ExchangeDenied),
             (oauth(400, "invalid_target", ""), ErrorKind::ExchangeDenied),
+            (oauth(400, "invalid_request", ""), ErrorKind::ExchangeDenied),
+            (oauth(400, "invalid_scope", ""), ErrorKind::ExchangeDenied),
+            (oauth(401, "invalid_grant", ""), ErrorKind::ExchangeDenied),
+            // About our client or its setup: configuration.
+            (oauth(401, "invalid_client", ""), ErrorKind::ExchangeUnauthorized),
             (oauth(400, "invalid_client", ""), ErrorKind::ExchangeUnauthorized),
             (
                 oauth(400, "unauthorized_client", ""),
                 ErrorKind::ExchangeUnauthorized,
             ),
-            ((401, vec![], String::new()), ErrorKind::ExchangeUnauthorized),
+            (
+                oauth(400, "unsupported_grant_type", ""),
+                ErrorKind::ExchangeUnauthorized,
+            ),
+            // Saying nothing certain: transient, and not asked again at once.
+            ((401, vec![], String::new()), unavailable),
+            ((403, vec![], "<html>Forbidden</html>".into()), unavailable),
+            ((400, vec![], "bad".into()), unavailable),
+            (oauth(401, "access_denied", ""), unavailable),
+            (oauth(403, "unauthorized_scope", ""), unavailable),
             ((404, vec![], "not here".into()), ErrorKind::Configuration),
             (
                 (302, vec![("location", "/elsewhere".into())], String::new()),
