@@ -3,7 +3,9 @@
 //! one fetch, outages keep the last good set serving and fail new keys as
 //! transient (and a check ahead of a message's turn that found the set down
 //! is tried again in turn), and hostile answers (slow, oversize, redirect,
-//! wrong status, bad documents) make the set unavailable instead of trusted.
+//! wrong status, bad documents) make the set unavailable instead of trusted,
+//! and keys that could never verify are left out while the rest of the set
+//! serves.
 //!
 //! Every fetch count is read from the server.
 
@@ -19,7 +21,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Signer, claims, fixture, hmac_secret};
 use jwks_server::{JwksServer, Mode};
-use jwt_relay::{AuthContext, Error, ErrorClass, ErrorKind, Issuer, RemoteOptions, Verifier};
+use jwt_relay::{
+    AuthContext, Error, ErrorClass, ErrorKind, Issuer, JwkOutcome, RemoteOptions, Verifier, check_jwks,
+};
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -523,4 +527,138 @@ async fn a_cached_token_still_expires_on_time() {
     assert_eq!(e.kind(), ErrorKind::Expired, "{e}");
     assert_eq!(e.expired_context().and_then(AuthContext::subject), Some("alice"));
     assert_eq!(server.jwks_hits(), 1);
+}
+
+// 12. Keys that could never verify are left out, each with its reason, and the rest serves.
+#[tokio::test]
+async fn keys_that_could_never_verify_are_left_out_with_their_reason() {
+    let fixture_jwk = |kid: &str| -> Value {
+        let doc: Value = serde_json::from_slice(&fixture("jwks.json")).expect("fixture JSON");
+        let keys = doc["keys"].as_array().expect("keys");
+        keys.iter()
+            .find(|k| k["kid"] == kid)
+            .expect("fixture kid")
+            .clone()
+    };
+    let with = |mut jwk: Value, kid: &str, member: &str, value: &str| {
+        jwk["kid"] = json!(kid);
+        jwk[member] = json!(value);
+        jwk
+    };
+    // The fixture P-256 point with one bit of y flipped: off the curve.
+    let mut off_curve_y = URL_SAFE_NO_PAD
+        .decode(fixture_jwk("ec256")["y"].as_str().expect("y"))
+        .expect("base64url");
+    off_curve_y[31] ^= 1;
+    let doc = jwks_of([
+        with(rsa_a_jwk(), "rsa-e1", "e", "AQ"),
+        with(rsa_a_jwk(), "rsa-e-even", "e", "AQAA"),
+        weak_rsa_jwk("rsa-weak"),
+        with(
+            fixture_jwk("ec256"),
+            "ec-off",
+            "y",
+            &URL_SAFE_NO_PAD.encode(off_curve_y),
+        ),
+        // y = 0: a point of order 4.
+        with(
+            fixture_jwk("ed25519"),
+            "ed-small",
+            "x",
+            &URL_SAFE_NO_PAD.encode([0u8; 32]),
+        ),
+        // y = 2: no point of the curve.
+        with(
+            fixture_jwk("ed25519"),
+            "ed-none",
+            "x",
+            &URL_SAFE_NO_PAD.encode([2u8].iter().chain(&[0u8; 31]).copied().collect::<Vec<_>>()),
+        ),
+        rsa_a_jwk(),
+    ]);
+    let expected = [
+        ("rsa-e1", "exponent 1;"),
+        ("rsa-e-even", "exponent 65536;"),
+        ("rsa-weak", "1024 bits"),
+        ("ec-off", "not on the curve P-256"),
+        ("ed-small", "small-order"),
+        ("ed-none", "not a point"),
+    ];
+    // What `jwt-relay jwks check` prints.
+    let checks = check_jwks(&doc, true).expect("a JWKS");
+    for (check, (kid, why)) in checks.iter().zip(expected) {
+        assert_eq!(check.kid.as_deref(), Some(kid));
+        assert!(
+            matches!(&check.outcome, JwkOutcome::Rejected(reason) if reason.contains(why)),
+            "{kid}: {:?}",
+            check.outcome
+        );
+    }
+    assert_eq!(
+        checks[6].outcome,
+        JwkOutcome::Accepted(jwt_relay::Algorithm::RS256)
+    );
+
+    // Tokens naming the refused keys, minted before the set is fetched.
+    let named = |signer: Signer, kid: &str| token(&signer.with_kid(Some(kid)), "mallory");
+    let refused = [
+        named(Signer::rsa_a(), "rsa-e1"),
+        named(Signer::rsa_a(), "rsa-e-even"),
+        named(Signer::rsa_a(), "rsa-weak"),
+        named(Signer::ec256(), "ec-off"),
+        named(Signer::ed25519(), "ed-small"),
+        named(Signer::ed25519(), "ed-none"),
+    ];
+    let server = JwksServer::start(doc).await;
+    let verifier = verifier_for(&server, RemoteOptions::default());
+    let ctx = verifier
+        .verify(&token(&Signer::rsa_a(), "alice"))
+        .await
+        .expect("rsa-a verifies beside the refused keys");
+    assert_eq!(ctx.subject(), Some("alice"));
+    for (token, (kid, _)) in refused.iter().zip(expected) {
+        // Not a bad signature, and never a halt (a key the backend cannot use would be one):
+        // the key is not in the set.
+        let e = verify_err(&verifier, token).await;
+        assert_eq!(e.kind(), ErrorKind::UnknownKeyId, "{kid}: {e}");
+        assert_eq!(e.class(), ErrorClass::Permanent, "{kid}: {e}");
+        assert!(e.message().contains(&format!("`{kid}`")), "{e}");
+    }
+    assert_eq!(server.jwks_hits(), 1);
+}
+
+// 13. RFC 7517 §4.5: an encryption key may carry the `kid` of a signature key.
+#[tokio::test]
+async fn an_encryption_key_sharing_a_kid_leaves_the_signature_key_usable() {
+    let doc: Value = serde_json::from_slice(&fixture("jwks.json")).expect("fixture JSON");
+    let mut enc = doc["keys"][1].clone();
+    enc["kid"] = json!("rsa-a");
+    enc["use"] = json!("enc");
+    enc["alg"] = json!("RSA-OAEP-256");
+    let mut wrapping = enc.clone();
+    wrapping.as_object_mut().expect("an object").remove("use");
+    wrapping["key_ops"] = json!(["wrapKey", "unwrapKey"]);
+    let server = JwksServer::start(jwks_of([enc, rsa_a_jwk(), wrapping])).await;
+    let verifier = verifier_for(&server, RemoteOptions::default());
+
+    let ctx = verifier
+        .verify(&token(&Signer::rsa_a(), "alice"))
+        .await
+        .expect("the signature key rsa-a verifies beside encryption keys of its kid");
+    assert_eq!(ctx.subject(), Some("alice"));
+    assert_eq!(ctx.kid(), Some("rsa-a"));
+    let body = reqwest::get(server.jwks_url())
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("body");
+    let outcomes: Vec<_> = check_jwks(&body, true)
+        .expect("a usable set")
+        .into_iter()
+        .map(|c| c.outcome)
+        .collect();
+    assert!(matches!(outcomes[0], JwkOutcome::Skipped(_)), "{outcomes:?}");
+    assert_eq!(outcomes[1], JwkOutcome::Accepted(jwt_relay::Algorithm::RS256));
+    assert!(matches!(outcomes[2], JwkOutcome::Skipped(_)), "{outcomes:?}");
 }
