@@ -9,7 +9,8 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind, Result, quote};
-use crate::http::read_capped;
+use crate::http::{self, read_capped};
+use crate::issuer::PLAIN_HTTP_OPT_IN;
 use crate::key::{Key, KeyOrigin};
 use crate::key_set::{KeySet, parse_jwks};
 use crate::observe;
@@ -70,12 +71,31 @@ pub(crate) enum Location {
     Discovery(String),
 }
 
+impl Location {
+    /// The first URL fetched, and what it is called in errors.
+    pub(crate) fn url(&self) -> (String, &'static str) {
+        match self {
+            Location::Jwks(url) => (url.clone(), "the key set URL"),
+            Location::Discovery(issuer) => (discovery_url(issuer), "the discovery URL"),
+        }
+    }
+}
+
+/// `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery §4).
+fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
 /// A key set fetched over HTTP. Lookups share one fetch at a time
 /// (single-flight); while the endpoint is down the last good set serves.
 #[derive(Debug)]
 pub(crate) struct RemoteKeySet {
     location: Location,
     options: RemoteOptions,
+    allow_plain_http: bool,
     client: reqwest::Client,
     state: RwLock<State>,
     fetching: tokio::sync::Mutex<()>,
@@ -103,7 +123,13 @@ struct Snapshot {
 }
 
 impl RemoteKeySet {
-    pub(crate) fn new(location: Location, options: RemoteOptions) -> Result<RemoteKeySet> {
+    /// A key set at `location`; `allow_plain_http` lets a discovered `jwks_uri` be plain `http`
+    /// to a host that is not loopback (the issuer's own URL is checked when it is configured).
+    pub(crate) fn new(
+        location: Location,
+        options: RemoteOptions,
+        allow_plain_http: bool,
+    ) -> Result<RemoteKeySet> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(options.timeout)
@@ -114,6 +140,7 @@ impl RemoteKeySet {
         Ok(RemoteKeySet {
             location,
             options,
+            allow_plain_http,
             client,
             state: RwLock::new(State::default()),
             fetching: tokio::sync::Mutex::new(()),
@@ -252,10 +279,7 @@ impl RemoteKeySet {
     }
 
     async fn discover(&self, issuer: &str) -> Result<String> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
+        let url = discovery_url(issuer);
         let doc: Value = serde_json::from_slice(&self.get(&url).await?).map_err(|e| {
             Error::new(ErrorKind::KeySetUnavailable, format!("{url} is not JSON")).with_source(e)
         })?;
@@ -266,10 +290,13 @@ impl RemoteKeySet {
                 format!("{url} names another issuer than {}", quote(issuer)),
             ));
         }
-        doc.get("jwks_uri")
+        let jwks_uri = doc
+            .get("jwks_uri")
             .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| Error::new(ErrorKind::KeySetUnavailable, format!("{url} has no `jwks_uri`")))
+            .ok_or_else(|| Error::new(ErrorKind::KeySetUnavailable, format!("{url} has no `jwks_uri`")))?;
+        let what = format!("the `jwks_uri` of {url}");
+        let parsed = http::parse_url(jwks_uri, &what, PLAIN_HTTP_OPT_IN, self.allow_plain_http)?;
+        Ok(parsed.into())
     }
 
     /// A GET that accepts only 200, follows no redirect, and reads at most

@@ -409,9 +409,11 @@ impl VerifierBuilder {
             issuer.validate()?;
             let keys = match &issuer.keys {
                 KeySource::Static(set) => Keys::Static(set.clone()),
-                KeySource::Remote(location, options) => {
-                    Keys::Remote(Arc::new(RemoteKeySet::new(location.clone(), options.clone())?))
-                }
+                KeySource::Remote(location, options) => Keys::Remote(Arc::new(RemoteKeySet::new(
+                    location.clone(),
+                    options.clone(),
+                    issuer.allow_plain_http,
+                )?)),
                 KeySource::None => {
                     return Err(Error::new(ErrorKind::Configuration, "an issuer has no keys"));
                 }

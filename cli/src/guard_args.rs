@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jwt_relay::{
     Algorithm, ClientAuth, Exchange, ExchangeCache, Grace, Guard, Issuer, KeySet, Rfc8693Client, Verifier,
+    dangerous,
 };
 
 use crate::{Failure, duration, jwks, parse_alg};
@@ -35,6 +36,11 @@ pub(crate) struct VerifierArgs {
     /// The largest token accepted, in bytes (default 8192).
     #[arg(long, value_name = "BYTES")]
     max_size: Option<usize>,
+    /// Accept a plain `http://` `--jwks` URL (and, for consumers, `exchange:` token endpoint)
+    /// on a host that is not loopback. Anyone on the network path can then swap the keys or
+    /// read the tokens: only for a network you trust like this machine.
+    #[arg(long)]
+    dangerous_allow_plain_http: bool,
 }
 
 impl VerifierArgs {
@@ -59,6 +65,9 @@ impl VerifierArgs {
                 Some(keys) => issuer.keys(keys.clone()),
                 None => issuer.jwks_url(&self.jwks),
             };
+            if self.dangerous_allow_plain_http {
+                issuer = dangerous::allow_plain_http(issuer);
+            }
             if !self.alg.is_empty() {
                 issuer = issuer.algorithms(self.alg.iter().copied());
             }
@@ -168,7 +177,11 @@ impl GuardArgs {
                     (None, None) => ClientAuth::None,
                     _ => return Err(Failure::new("--client-id and --client-secret go together")),
                 };
-                let client = Rfc8693Client::builder(endpoint).client_auth(auth).build()?;
+                let mut client = Rfc8693Client::builder(endpoint).client_auth(auth);
+                if self.verifier.dangerous_allow_plain_http {
+                    client = dangerous::allow_plain_http_token_endpoint(client);
+                }
+                let client = client.build()?;
                 builder
                     .policy(Exchange::new(Arc::new(ExchangeCache::new(client))))
                     .build()

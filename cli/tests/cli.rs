@@ -412,6 +412,28 @@ mod remote {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_plain_http_jwks_url_off_loopback_needs_the_dangerous_flag() {
+        let base = serve().await;
+        let good = mint(&fixture("private/rsa-b.jwk.json"), &[]);
+        // 0.0.0.0 is not loopback by the rule, yet reaches this host's server on Linux.
+        let url = format!("{}/jwks.json", base.replacen("127.0.0.1", "0.0.0.0", 1));
+        let (refused, allowed) = tokio::task::spawn_blocking(move || {
+            let input = format!("{good}\n");
+            (
+                verify(&url, &input, &[]),
+                verify(&url, &input, &["--dangerous-allow-plain-http"]),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
+        assert!(refused.stderr.contains("0.0.0.0"), "{}", refused.stderr);
+        assert!(refused.stderr.contains("plain http"), "{}", refused.stderr);
+        assert_eq!(allowed.code, 0, "{}{}", allowed.stdout, allowed.stderr);
+        assert_eq!(allowed.lines()[0]["valid"], true);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn jwks_check_a_url() {
         let base = serve().await;
         let (ok, moved) = tokio::task::spawn_blocking(move || {
