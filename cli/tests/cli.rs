@@ -434,6 +434,30 @@ mod remote {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn the_key_set_cooldown_and_age_are_flags() {
+        let base = serve().await;
+        let good = mint(&fixture("private/rsa-b.jwk.json"), &[]);
+        let url = format!("{base}/jwks.json");
+        let file = fixture("jwks.json");
+        let (set, on_a_file, bad) = tokio::task::spawn_blocking(move || {
+            let input = format!("{good}\n");
+            let flags = ["--jwks-cooldown", "5s", "--jwks-max-age", "2m"];
+            (
+                verify(&url, &input, &flags),
+                verify(&file, &input, &flags),
+                verify(&url, &input, &["--jwks-cooldown", "soon"]),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(set.code, 0, "{}{}", set.stdout, set.stderr);
+        assert_eq!(on_a_file.code, 2);
+        assert!(on_a_file.stderr.contains("not a file"), "{}", on_a_file.stderr);
+        assert_eq!(bad.code, 2);
+        assert!(bad.stderr.contains("soon"), "{}", bad.stderr);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn jwks_check_a_url() {
         let base = serve().await;
         let (ok, moved) = tokio::task::spawn_blocking(move || {
