@@ -59,7 +59,9 @@ pub enum ErrorKind {
     ForbiddenHeader,
     /// The token is a nested token (`cty: JWT`).
     NestedToken,
-    /// The key set could not be fetched: retry later.
+    /// The key set could not be fetched, or it lacks the token's key while
+    /// the token is newer than the set and a refetch waits for its cooldown
+    /// ([`Error::retry_after`] says how long): retry later.
     KeySetUnavailable,
     /// The token service refused to exchange this message's token
     /// (`invalid_grant`, `invalid_target`, `invalid_request`, `invalid_scope`).

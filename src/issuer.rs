@@ -5,6 +5,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::http;
 use crate::key::Key;
 use crate::key_set::KeySet;
 use crate::remote::{Location, RemoteOptions};
@@ -28,6 +29,7 @@ pub struct Issuer {
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) require_exp: bool,
     pub(crate) check_audience: bool,
+    pub(crate) allow_plain_http: bool,
 }
 
 /// Where an issuer's keys come from.
@@ -51,6 +53,7 @@ impl Issuer {
             max_lifetime: None,
             require_exp: true,
             check_audience: true,
+            allow_plain_http: false,
         }
     }
 
@@ -72,6 +75,12 @@ impl Issuer {
     }
 
     /// Verifies with the key set at this URL, fetched with default options.
+    ///
+    /// The URL must be `https`, or `http` to a loopback host (`127.0.0.0/8`,
+    /// `::1`, `localhost`); any other `http` URL fails
+    /// [`VerifierBuilder::build`](crate::VerifierBuilder::build) with
+    /// [`ErrorKind::Configuration`] unless allowed with
+    /// [`dangerous::allow_plain_http`].
     pub fn jwks_url(self, url: impl Into<String>) -> Self {
         self.jwks_url_with(url, RemoteOptions::default())
     }
@@ -84,6 +93,12 @@ impl Issuer {
 
     /// Finds the key set through OIDC discovery
     /// (`{issuer}/.well-known/openid-configuration`).
+    ///
+    /// Both the discovery document and the `jwks_uri` it names must be
+    /// `https`, or `http` to a loopback host, as for
+    /// [`jwks_url`](Self::jwks_url): a discovery URL that breaks the rule fails
+    /// the build, a `jwks_uri` that breaks it fails the key set with
+    /// [`ErrorKind::Configuration`] before anything is fetched from it.
     pub fn discovery(self) -> Self {
         self.discovery_with(RemoteOptions::default())
     }
@@ -160,14 +175,23 @@ impl Issuer {
             KeySource::Static(keys) if keys.is_empty() => {
                 config(format!("issuer `{name}` has an empty key set"))
             }
-            _ => Ok(()),
+            KeySource::Static(_) => Ok(()),
+            KeySource::Remote(location, _) => {
+                let (url, what) = location.url();
+                http::parse_url(&url, what, PLAIN_HTTP_OPT_IN, self.allow_plain_http).map(|_| ())
+            }
         }
     }
 }
 
-/// Switches that weaken verification. Each names what it gives up.
+/// How a user allows plain `http` key-set URLs, for error messages.
+pub(crate) const PLAIN_HTTP_OPT_IN: &str = "jwt_relay::dangerous::allow_plain_http";
+
+/// Switches that weaken verification or transport security. Each names what
+/// it gives up.
 pub mod dangerous {
     use super::Issuer;
+    use crate::exchange::Rfc8693ClientBuilder;
 
     /// Accepts tokens without `exp`: such a token never expires.
     pub fn allow_missing_expiry(mut issuer: Issuer) -> Issuer {
@@ -179,5 +203,22 @@ pub mod dangerous {
     pub fn skip_audience_check(mut issuer: Issuer) -> Issuer {
         issuer.check_audience = false;
         issuer
+    }
+
+    /// Fetches the issuer's key set (and its discovery document) over plain
+    /// `http` even from a host that is not loopback: anyone on the network
+    /// path can then swap the keys for their own and have forged tokens
+    /// accepted. For a private network you trust as much as this process.
+    pub fn allow_plain_http(mut issuer: Issuer) -> Issuer {
+        issuer.allow_plain_http = true;
+        issuer
+    }
+
+    /// Sends tokens to a plain `http` token endpoint even on a host that is
+    /// not loopback: anyone on the network path can then read the tokens
+    /// (and the client's credentials) and use them.
+    pub fn allow_plain_http_token_endpoint(mut builder: Rfc8693ClientBuilder) -> Rfc8693ClientBuilder {
+        builder.allow_plain_http = true;
+        builder
     }
 }

@@ -12,6 +12,12 @@ use crate::error::{Error, ErrorKind, Result, quote};
 
 /// RSA keys shorter than this are refused (RFC 8725 §3.5, NIST SP 800-131A).
 pub(crate) const MIN_RSA_BITS: usize = 2048;
+/// RSA keys longer than this are refused: neither crypto backend verifies with them
+/// (aws-lc-rs and the `rsa` crate both stop at 8192 bits).
+pub(crate) const MAX_RSA_BITS: usize = 8192;
+/// The largest RSA public exponent accepted: 2^32 − 1. Real keys use 65537 (or 3); both
+/// backends refuse exponents above 2^33 − 1, and a huge `e` only slows every check down.
+pub(crate) const MAX_RSA_EXPONENT: u64 = u32::MAX as u64;
 /// HMAC secrets shorter than the hash are refused (RFC 7518 §3.2): 32 bytes
 /// for HS256, 48 for HS384, 64 for HS512.
 fn min_hmac_bytes(alg: Algorithm) -> usize {
@@ -46,7 +52,8 @@ impl fmt::Debug for Key {
 
 impl Key {
     /// A public key in PEM (RSA PKCS#1 or SPKI, EC SPKI, Ed25519 SPKI), for
-    /// `alg`. The key's type and size must fit the algorithm.
+    /// `alg`. The key's type and size must fit the algorithm, and it must be
+    /// able to verify at all (see [`Key::from_jwk`] for the rules).
     pub fn from_pem(pem: &[u8], alg: Algorithm) -> Result<Key> {
         let bad = |e: jsonwebtoken::errors::Error| {
             Error::new(
@@ -60,7 +67,7 @@ impl Key {
                 let key = DecodingKey::from_rsa_pem(pem).map_err(bad)?;
                 let der = key.try_get_as_bytes().map_err(bad)?;
                 let (n, e) = (provider()?.key_utils.rsa_pub_components_from_public_key)(der).map_err(bad)?;
-                check_rsa_modulus(&n, "the PEM key")?;
+                check_rsa(&n, &e, "the PEM key").map_err(|why| Error::new(ErrorKind::InvalidKey, why))?;
                 ("RSA", DecodingKey::from_rsa_raw_components(&n, &e))
             }
             AlgorithmFamily::Ec => {
@@ -73,16 +80,13 @@ impl Key {
                         format!("the PEM key's curve does not fit {}", alg_name(alg)),
                     ));
                 }
+                check_ec_point(alg, point).map_err(|why| Error::new(ErrorKind::InvalidKey, why))?;
                 ("EC", key)
             }
             AlgorithmFamily::Ed => {
                 let key = DecodingKey::from_ed_pem(pem).map_err(bad)?;
-                if key.try_get_as_bytes().map_err(bad)?.len() != 32 {
-                    return Err(Error::new(
-                        ErrorKind::InvalidKey,
-                        "the PEM key is not an Ed25519 key",
-                    ));
-                }
+                check_ed25519(key.try_get_as_bytes().map_err(bad)?)
+                    .map_err(|why| Error::new(ErrorKind::InvalidKey, format!("the PEM key: {why}")))?;
                 ("OKP", key)
             }
             AlgorithmFamily::Hmac => {
@@ -119,6 +123,12 @@ impl Key {
     /// One JWK (RFC 7517), as JSON text. Private members are ignored; an
     /// `oct` (HMAC) key is accepted here because it comes from our own
     /// configuration, never from a remote set.
+    ///
+    /// A key that could never verify a signature, or only a forged one, is
+    /// refused with the reason: an RSA modulus outside 2048 to 8192 bits or
+    /// even, an RSA exponent that is even, below 3 or above 2^32 − 1; an EC
+    /// point that is not on its named curve; an Ed25519 key that is not 32
+    /// bytes, not a point of the curve, or of small order.
     pub fn from_jwk(json: &str) -> Result<Key> {
         let value: Value = serde_json::from_str(json)
             .map_err(|e| Error::new(ErrorKind::InvalidKey, "the JWK is not valid JSON").with_source(e))?;
@@ -189,20 +199,79 @@ fn provider() -> Result<&'static CryptoProvider> {
     })
 }
 
-fn check_rsa_modulus(n: &[u8], what: &str) -> Result<()> {
-    let significant = n.iter().skip_while(|b| **b == 0).count();
-    let top_bits = n
+/// An RSA public key that both backends can verify with and that is not weak: a modulus of
+/// [`MIN_RSA_BITS`] to [`MAX_RSA_BITS`] bits, odd; an exponent odd, at least 3 and at most
+/// [`MAX_RSA_EXPONENT`]. `Err` says which rule the key breaks.
+fn check_rsa(n: &[u8], e: &[u8], what: &str) -> Result<(), String> {
+    let bits = bit_length(n);
+    if bits < MIN_RSA_BITS {
+        return Err(format!(
+            "{what} is an RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"
+        ));
+    }
+    if bits > MAX_RSA_BITS {
+        return Err(format!(
+            "{what} is an RSA key of {bits} bits; no crypto backend verifies with more than {MAX_RSA_BITS}"
+        ));
+    }
+    if n.last().is_some_and(|low| low % 2 == 0) {
+        return Err(format!("{what} has an even RSA modulus, which no RSA key has"));
+    }
+    let exponent = e
+        .iter()
+        .skip_while(|b| **b == 0)
+        .try_fold(0u64, |acc, b| acc.checked_mul(256).map(|acc| acc + u64::from(*b)))
+        .filter(|e| *e <= MAX_RSA_EXPONENT);
+    match exponent {
+        None => Err(format!(
+            "{what} has an RSA exponent larger than {MAX_RSA_EXPONENT} (2^32 − 1)"
+        )),
+        Some(e) if e < 3 || e % 2 == 0 => Err(format!(
+            "{what} has the RSA exponent {e}; it must be odd and at least 3"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The number of significant bits of a big-endian unsigned integer.
+fn bit_length(be: &[u8]) -> usize {
+    let significant = be.iter().skip_while(|b| **b == 0).count();
+    let top_bits = be
         .iter()
         .find(|b| **b != 0)
         .map_or(0, |b| 8 - b.leading_zeros() as usize);
-    let bits = (significant * 8).saturating_sub(8) + top_bits;
-    if bits < MIN_RSA_BITS {
-        return Err(Error::new(
-            ErrorKind::InvalidKey,
-            format!("{what} is an RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"),
-        ));
+    (significant * 8).saturating_sub(8) + top_bits
+}
+
+/// An uncompressed SEC 1 point (`04 || x || y`) that lies on the curve of `alg` (P-256 for
+/// ES256, P-384 for ES384) and is not the point at infinity: a point off the curve can never
+/// verify a signature, and invalid-curve points are a known attack on careless verifiers.
+fn check_ec_point(alg: Algorithm, point: &[u8]) -> Result<(), String> {
+    let (on_curve, curve) = match alg {
+        Algorithm::ES256 => (p256::PublicKey::from_sec1_bytes(point).is_ok(), "P-256"),
+        Algorithm::ES384 => (p384::PublicKey::from_sec1_bytes(point).is_ok(), "P-384"),
+        other => return Err(format!("{} is not an ECDSA algorithm", alg_name(other))),
+    };
+    if on_curve {
+        Ok(())
+    } else {
+        Err(format!("the point (x, y) is not on the curve {curve}"))
     }
-    Ok(())
+}
+
+/// A 32-byte Ed25519 public key that decodes to a point of the curve and is not of small
+/// order (a small-order key accepts signatures forged without any secret).
+fn check_ed25519(x: &[u8]) -> Result<(), String> {
+    let Ok(bytes) = <&[u8; 32]>::try_from(x) else {
+        return Err("the Ed25519 key must be 32 bytes".to_owned());
+    };
+    match ed25519_dalek::VerifyingKey::from_bytes(bytes) {
+        Err(_) => Err("the Ed25519 key is not a point of the curve".to_owned()),
+        Ok(key) if key.is_weak() => {
+            Err("the Ed25519 key is a small-order point, which verifies forged signatures".to_owned())
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 fn hmac_key(secret: &[u8], alg: Algorithm, what: &str) -> Result<DecodingKey> {
@@ -276,7 +345,7 @@ pub(crate) fn parse_jwk(value: &Value, origin: KeyOrigin) -> Result<Parsed, Stri
             fits(alg, AlgorithmFamily::Rsa, "RSA")?;
             let n = b64_member(jwk, "n")?;
             let e = b64_member(jwk, "e")?;
-            check_rsa_modulus(&n, "the JWK").map_err(|e| e.message().to_owned())?;
+            check_rsa(&n, &e, "the JWK")?;
             ("RSA", alg, DecodingKey::from_rsa_raw_components(&n, &e))
         }
         "EC" => {
@@ -298,6 +367,7 @@ pub(crate) fn parse_jwk(value: &Value, origin: KeyOrigin) -> Result<Parsed, Stri
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
+            check_ec_point(alg, &point)?;
             ("EC", alg, DecodingKey::from_ec_der(&point))
         }
         "OKP" => {
@@ -310,9 +380,7 @@ pub(crate) fn parse_jwk(value: &Value, origin: KeyOrigin) -> Result<Parsed, Stri
                 return Err(format!("curve Ed25519 does not fit {}", alg_name(alg)));
             }
             let x = b64_member(jwk, "x")?;
-            if x.len() != 32 {
-                return Err("the Ed25519 key must be 32 bytes".to_owned());
-            }
+            check_ed25519(&x)?;
             ("OKP", alg, DecodingKey::from_ed_der(&x))
         }
         "oct" => {
@@ -404,6 +472,69 @@ mod tests {
             }
             _ => panic!("a 2048-bit RSA JWK is accepted"),
         }
+    }
+
+    fn rsa(n: &[u8], e: &[u8]) -> Value {
+        json!({"kty":"RSA","n":URL_SAFE_NO_PAD.encode(n),"e":URL_SAFE_NO_PAD.encode(e)})
+    }
+
+    #[test]
+    fn rsa_keys_that_cannot_verify_are_refused() {
+        let n = [0xffu8; 256];
+        for (e, why) in [
+            (&[1u8][..], "exponent 1;"),
+            (&[2], "exponent 2;"),
+            (&[0, 0, 1], "exponent 1;"),
+            (&[1, 0, 0], "exponent 65536;"),
+            (&[1, 0, 0, 0, 1], "larger than 4294967295"),
+            (&[0xff; 40], "larger than"),
+        ] {
+            let reason = reason(rsa(&n, e));
+            assert!(reason.contains(why), "e = {e:?}: {reason}");
+        }
+        for e in [&[3u8][..], &[1, 0, 1], &[0xff, 0xff, 0xff, 0xff], &[0, 1, 0, 1]] {
+            assert!(
+                matches!(parse_jwk(&rsa(&n, e), KeyOrigin::Remote), Ok(Parsed::Key(_))),
+                "e = {e:?}"
+            );
+        }
+        let mut even = n;
+        even[255] = 0xfe;
+        assert!(reason(rsa(&even, &[1, 0, 1])).contains("even RSA modulus"));
+        assert!(reason(rsa(&[0xff; 1025], &[1, 0, 1])).contains("8200 bits"));
+        assert!(matches!(
+            parse_jwk(&rsa(&[0xff; 1024], &[1, 0, 1]), KeyOrigin::Remote),
+            Ok(Parsed::Key(_))
+        ));
+    }
+
+    #[test]
+    fn ec_points_must_lie_on_their_curve() {
+        let (x, y) = (
+            "xAc3AprSCY4E_4sC-Kj8I5gWP0WpoULJ-cEyNzP5NKI",
+            "dIbMQfQ6kvqJiFfwZxeP_SM2Cs5-i0c2rdhmdwGEAqQ",
+        );
+        assert!(matches!(
+            parse_jwk(&json!({"kty":"EC","crv":"P-256","x":x,"y":y}), KeyOrigin::Remote),
+            Ok(Parsed::Key(_))
+        ));
+        // One bit of y flipped: off the curve.
+        let bad_y = "dIbMQfQ6kvqJiFfwZxeP_SM2Cs5-i0c2rdhmdwGEAqU";
+        assert!(reason(json!({"kty":"EC","crv":"P-256","x":x,"y":bad_y})).contains("not on the curve P-256"));
+        assert!(reason(json!({"kty":"EC","crv":"P-256","x":X32,"y":X32})).contains("not on the curve"));
+        let x48 = URL_SAFE_NO_PAD.encode([1u8; 48]);
+        assert!(reason(json!({"kty":"EC","crv":"P-384","x":x48,"y":x48})).contains("not on the curve P-384"));
+    }
+
+    #[test]
+    fn ed25519_keys_must_be_points_of_full_order() {
+        let good = json!({"kty":"OKP","crv":"Ed25519","x":"umjiozaFEu2omctSHZ_wuzWMi9JfI3xFObPkUcPwsuM"});
+        assert!(matches!(parse_jwk(&good, KeyOrigin::Remote), Ok(Parsed::Key(_))));
+        // y = 0 is a point of order 4; y = 2 is no point at all.
+        assert!(reason(json!({"kty":"OKP","crv":"Ed25519","x":X32})).contains("small-order"));
+        let y2 = "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert!(reason(json!({"kty":"OKP","crv":"Ed25519","x":y2})).contains("not a point"));
+        assert!(reason(json!({"kty":"OKP","crv":"Ed25519","x":"AAAA"})).contains("32 bytes"));
     }
 
     #[test]

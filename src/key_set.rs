@@ -1,6 +1,6 @@
 //! A set of keys, and the JWKS documents (RFC 7517 §5) they come from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
@@ -92,13 +92,15 @@ pub enum JwkOutcome {
     Accepted(Algorithm),
     /// Not a signature key (`use: enc`, unknown `kty`): ignored.
     Skipped(String),
-    /// A signature key we refuse, and why.
+    /// A signature key we refuse (weak, or one that could never verify), and why.
     Rejected(String),
 }
 
 /// Checks every key of a JWKS document as a remote set would be checked
 /// (`remote`: no secret keys) or as a local file. `Err` when the document
-/// is not a JWKS or a `kid` repeats.
+/// is not a JWKS or two accepted keys share a `kid` (a key that is skipped
+/// or rejected may share one: RFC 7517 §4.5 lets an encryption key and a
+/// signature key carry the same `kid`).
 pub fn check_jwks(json: &[u8], remote: bool) -> Result<Vec<JwkCheck>> {
     let origin = if remote {
         KeyOrigin::Remote
@@ -117,25 +119,30 @@ fn check(json: &[u8], origin: KeyOrigin) -> Result<Vec<(JwkCheck, Option<Key>)>>
             "the key set has no `keys` array",
         ));
     };
-    let mut seen = HashMap::new();
     let mut out = Vec::with_capacity(keys.len());
     for jwk in keys {
         let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_owned);
         let kty = jwk.get("kty").and_then(Value::as_str).map(str::to_owned);
-        if let Some(kid) = &kid
-            && seen.insert(kid.clone(), ()).is_some()
-        {
-            return Err(Error::new(
-                ErrorKind::InvalidKey,
-                format!("key id {} appears twice in the key set", quote(kid)),
-            ));
-        }
         let (outcome, key) = match parse_jwk(jwk, origin) {
             Ok(Parsed::Key(key)) => (JwkOutcome::Accepted(key.algorithm()), Some(key)),
             Ok(Parsed::Skipped(reason)) => (JwkOutcome::Skipped(reason), None),
             Err(reason) => (JwkOutcome::Rejected(reason), None),
         };
         out.push((JwkCheck { kid, kty, outcome }, key));
+    }
+    // Only the keys that verify must be told apart by `kid`: an encryption key may share its
+    // signature key's `kid` (RFC 7517 §4.5), and a refused key is not in the set.
+    let mut seen = HashSet::new();
+    for (check, key) in &out {
+        if key.is_some()
+            && let Some(kid) = &check.kid
+            && !seen.insert(kid.as_str())
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidKey,
+                format!("key id {} appears twice in the key set", quote(kid)),
+            ));
+        }
     }
     Ok(out)
 }
@@ -171,9 +178,38 @@ mod tests {
     use super::*;
 
     const X32: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    /// The public key of `tests/fixtures/ed25519.pem`.
+    const ED25519_X: &str = "umjiozaFEu2omctSHZ_wuzWMi9JfI3xFObPkUcPwsuM";
 
     fn ed(kid: &str) -> String {
-        format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{X32}","kid":"{kid}"}}"#)
+        format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{ED25519_X}","kid":"{kid}"}}"#)
+    }
+
+    #[test]
+    fn an_encryption_key_may_share_the_kid_of_a_signature_key() {
+        // RFC 7517 §4.5: the same `kid` on an encryption key and on a signature key.
+        let enc = r#"{"kty":"RSA","use":"enc","kid":"a","n":"AQAB","e":"AQAB"}"#;
+        let no_verify = r#"{"kty":"OKP","crv":"Ed25519","key_ops":["sign"],"kid":"a","x":"AA"}"#;
+        for other in [enc, no_verify] {
+            for doc in [
+                format!(r#"{{"keys":[{other},{}]}}"#, ed("a")),
+                format!(r#"{{"keys":[{},{other}]}}"#, ed("a")),
+            ] {
+                let set = parse_jwks(doc.as_bytes(), KeyOrigin::Remote, false).expect(&doc);
+                let key = set.find(Some("a"), Algorithm::EdDSA).expect("the signature key");
+                assert_eq!(key.algorithm(), Algorithm::EdDSA);
+                assert_eq!(KeySet::from_jwks(doc.as_bytes()).expect(&doc).len(), 1);
+            }
+        }
+        // A refused signature key does not make its kid ambiguous either.
+        let weak =
+            r#"{"kty":"OKP","crv":"Ed25519","kid":"a","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#;
+        let doc = format!(r#"{{"keys":[{weak},{}]}}"#, ed("a"));
+        let set = parse_jwks(doc.as_bytes(), KeyOrigin::Remote, false).unwrap();
+        assert!(set.find(Some("a"), Algorithm::EdDSA).is_some());
+        let checks = check_jwks(doc.as_bytes(), true).unwrap();
+        assert!(matches!(&checks[0].outcome, JwkOutcome::Rejected(why) if why.contains("small-order")));
+        assert_eq!(checks[1].outcome, JwkOutcome::Accepted(Algorithm::EdDSA));
     }
 
     #[test]

@@ -2,17 +2,23 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind, Result, quote};
-use crate::http::read_capped;
+use crate::http::{self, read_capped};
+use crate::issuer::PLAIN_HTTP_OPT_IN;
 use crate::key::{Key, KeyOrigin};
 use crate::key_set::{KeySet, parse_jwks};
 use crate::observe;
+use crate::verifier::unix_seconds;
+
+/// The wait before fetching again after a failed fetch; it doubles with each failure in a
+/// row, up to the cooldown.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// How a remote key set is fetched and refreshed.
 #[derive(Debug, Clone)]
@@ -53,8 +59,18 @@ impl RemoteOptions {
         self
     }
 
-    /// At most one fetch per this interval for unknown key ids or after a
-    /// failure (30 s).
+    /// At most one fetch per this interval for unknown key ids (30 s). A
+    /// failed fetch is tried again sooner: after 1 s, then 2 s, 4 s, …, up to
+    /// this interval, so a short outage of the key-set endpoint costs about
+    /// its own length.
+    ///
+    /// While the cooldown holds a fetch back, a token whose `kid` the set
+    /// lacks is refused as [`ErrorKind::UnknownKeyId`] (permanent) if the set
+    /// was fetched after the token was issued, and as
+    /// [`ErrorKind::KeySetUnavailable`] (transient, with
+    /// [`Error::retry_after`] the rest of the cooldown) if the token's `iat`
+    /// is later than the second the fetch started: its key may have been
+    /// rotated in since, and the next fetch decides.
     pub fn cooldown(mut self, cooldown: Duration) -> Self {
         self.cooldown = cooldown;
         self
@@ -70,12 +86,31 @@ pub(crate) enum Location {
     Discovery(String),
 }
 
+impl Location {
+    /// The first URL fetched, and what it is called in errors.
+    pub(crate) fn url(&self) -> (String, &'static str) {
+        match self {
+            Location::Jwks(url) => (url.clone(), "the key set URL"),
+            Location::Discovery(issuer) => (discovery_url(issuer), "the discovery URL"),
+        }
+    }
+}
+
+/// `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery §4).
+fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
 /// A key set fetched over HTTP. Lookups share one fetch at a time
 /// (single-flight); while the endpoint is down the last good set serves.
 #[derive(Debug)]
 pub(crate) struct RemoteKeySet {
     location: Location,
     options: RemoteOptions,
+    allow_plain_http: bool,
     client: reqwest::Client,
     state: RwLock<State>,
     fetching: tokio::sync::Mutex<()>,
@@ -85,12 +120,23 @@ pub(crate) struct RemoteKeySet {
 #[derive(Debug, Default)]
 struct State {
     keys: Option<Arc<KeySet>>,
-    fetched_at: Option<Instant>,
-    attempted_at: Option<Instant>,
+    /// When the fetch of the set in use started, for its age and to compare with tokens' `iat`.
+    fetched_at: Option<(Instant, SystemTime)>,
+    /// No fetch starts before this: the cooldown after a fetch, less after a failure.
+    next_fetch: Option<Instant>,
+    /// Failed fetches in a row.
+    failures: u32,
     /// Why the newest attempt failed, if it did.
     failure: Option<(ErrorKind, String)>,
     generation: u64,
     jwks_uri: Option<String>,
+}
+
+/// The wait after `failures` failed fetches in a row: [`FIRST_RETRY`], doubling, at most
+/// `cooldown`.
+fn retry_delay(failures: u32, cooldown: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(cooldown)
 }
 
 /// What a lookup saw before deciding to fetch.
@@ -103,7 +149,13 @@ struct Snapshot {
 }
 
 impl RemoteKeySet {
-    pub(crate) fn new(location: Location, options: RemoteOptions) -> Result<RemoteKeySet> {
+    /// A key set at `location`; `allow_plain_http` lets a discovered `jwks_uri` be plain `http`
+    /// to a host that is not loopback (the issuer's own URL is checked when it is configured).
+    pub(crate) fn new(
+        location: Location,
+        options: RemoteOptions,
+        allow_plain_http: bool,
+    ) -> Result<RemoteKeySet> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(options.timeout)
@@ -114,6 +166,7 @@ impl RemoteKeySet {
         Ok(RemoteKeySet {
             location,
             options,
+            allow_plain_http,
             client,
             state: RwLock::new(State::default()),
             fetching: tokio::sync::Mutex::new(()),
@@ -126,7 +179,18 @@ impl RemoteKeySet {
     ///
     /// A stale set that holds the key answers at once and is refreshed in
     /// the background, so a hanging endpoint never holds up known keys.
-    pub(crate) async fn find(self: &Arc<Self>, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>> {
+    ///
+    /// `issued_at` is the token's `iat` (not verified yet) and `leeway` its
+    /// issuer's: a token issued after the set was fetched may carry a key
+    /// rotated in since, so while the cooldown holds the next fetch back its
+    /// unknown `kid` is transient (see [`RemoteOptions::cooldown`]).
+    pub(crate) async fn find(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+        alg: Algorithm,
+        issued_at: Option<i64>,
+        leeway: Duration,
+    ) -> Result<Arc<Key>> {
         let snapshot = self.snapshot();
         if let Some(age) = snapshot.age {
             metrics::gauge!(observe::KEY_SET_AGE_SECONDS, "location" => self.describe())
@@ -149,16 +213,60 @@ impl RemoteKeySet {
             || "token without kid".to_owned(),
             |k| format!("key id {}", quote(k)),
         );
-        match &state.failure {
-            Some((kind, why)) => Err(Error::new(
+        if let Some((kind, why)) = &state.failure {
+            return Err(Error::new(
                 *kind,
                 format!("{which} is not known and the key set is unavailable: {why}"),
-            )),
-            None => Err(Error::new(
-                ErrorKind::UnknownKeyId,
-                format!("{which} is not in the key set at {}", self.describe()),
-            )),
+            ));
         }
+        if let Some(wait) = self.newer_than_the_set(&state, issued_at, leeway) {
+            return Err(Error::new(
+                ErrorKind::KeySetUnavailable,
+                format!(
+                    "{which} is not in the key set at {}, fetched before the token was issued: \
+                     its key may have been rotated in since; the set is fetched again in {} s",
+                    self.describe(),
+                    wait.as_secs_f64().ceil()
+                ),
+            )
+            .with_retry_after(wait));
+        }
+        Err(Error::new(
+            ErrorKind::UnknownKeyId,
+            format!("{which} is not in the key set at {}", self.describe()),
+        ))
+    }
+
+    /// For a token whose key the set lacks: how long until the next fetch, if the token was
+    /// issued after the set was fetched, so that the next fetch may bring its key.
+    ///
+    /// The token's `iat` must be later than the (Unix) second in which that fetch started, and
+    /// at most `leeway` in the future (a later one is refused anyway, as issued in the future).
+    /// A token without `iat` cannot show it is newer.
+    ///
+    /// `iat` is when the signature was made, so the issuer published the key by then; a set
+    /// fetched later holds it, or never will. `iat` is not verified yet, but a forged one buys
+    /// a forged token only retries, never a fetch (the cooldown holds) nor acceptance: the
+    /// next fetch starts when the cooldown ends, and once a fetch started after its `iat`
+    /// the unknown `kid` is permanent. So a message is retried at most for the issuer's leeway
+    /// plus one cooldown after it was first seen (an `iat` in the past: one cooldown).
+    fn newer_than_the_set(
+        &self,
+        state: &State,
+        issued_at: Option<i64>,
+        leeway: Duration,
+    ) -> Option<Duration> {
+        let (_, fetched) = state.fetched_at?;
+        let issued_at = issued_at?;
+        let now = SystemTime::now();
+        let latest = unix_seconds(now).saturating_add(i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX));
+        if issued_at <= unix_seconds(fetched) || issued_at > latest {
+            return None;
+        }
+        let wait = state
+            .next_fetch
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(Instant::now()));
+        Some(wait)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -172,8 +280,8 @@ impl RemoteKeySet {
             keys: state.keys.clone(),
             stale: state
                 .fetched_at
-                .is_none_or(|at| at.elapsed() >= self.options.max_age),
-            age: state.fetched_at.map(|at| at.elapsed()),
+                .is_none_or(|(at, _)| at.elapsed() >= self.options.max_age),
+            age: state.fetched_at.map(|(at, _)| at.elapsed()),
         }
     }
 
@@ -199,10 +307,7 @@ impl RemoteKeySet {
             if state.generation != seen {
                 return; // another lookup fetched while this one waited
             }
-            if state
-                .attempted_at
-                .is_some_and(|at| at.elapsed() < self.options.cooldown)
-            {
+            if state.next_fetch.is_some_and(|at| Instant::now() < at) {
                 return;
             }
             state.jwks_uri.clone()
@@ -210,6 +315,7 @@ impl RemoteKeySet {
         let location = self.describe();
         let span =
             tracing::info_span!("jwt_relay.jwks_fetch", location = %location, result = tracing::field::Empty);
+        let started = (Instant::now(), SystemTime::now());
         let result = self.fetch(jwks_uri).instrument(span.clone()).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         span.record("result", outcome);
@@ -219,17 +325,26 @@ impl RemoteKeySet {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.generation += 1;
-        state.attempted_at = Some(Instant::now());
         match result {
             Ok((keys, uri)) => {
                 tracing::debug!(location = %self.describe(), keys = keys.len(), "fetched key set");
                 state.keys = Some(Arc::new(keys));
-                state.fetched_at = state.attempted_at;
+                state.fetched_at = Some(started);
+                state.next_fetch = Some(Instant::now() + self.options.cooldown);
+                state.failures = 0;
                 state.jwks_uri = Some(uri);
                 state.failure = None;
             }
             Err(e) => {
-                tracing::warn!(location = %self.describe(), error = %e, "key set fetch failed; the last good set keeps serving");
+                state.failures = state.failures.saturating_add(1);
+                let wait = retry_delay(state.failures, self.options.cooldown);
+                tracing::warn!(
+                    location = %self.describe(),
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "key set fetch failed; the last good set keeps serving"
+                );
+                state.next_fetch = Some(Instant::now() + wait);
                 state.failure = Some((e.kind(), e.message().to_owned()));
             }
         }
@@ -252,10 +367,7 @@ impl RemoteKeySet {
     }
 
     async fn discover(&self, issuer: &str) -> Result<String> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
+        let url = discovery_url(issuer);
         let doc: Value = serde_json::from_slice(&self.get(&url).await?).map_err(|e| {
             Error::new(ErrorKind::KeySetUnavailable, format!("{url} is not JSON")).with_source(e)
         })?;
@@ -266,10 +378,13 @@ impl RemoteKeySet {
                 format!("{url} names another issuer than {}", quote(issuer)),
             ));
         }
-        doc.get("jwks_uri")
+        let jwks_uri = doc
+            .get("jwks_uri")
             .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| Error::new(ErrorKind::KeySetUnavailable, format!("{url} has no `jwks_uri`")))
+            .ok_or_else(|| Error::new(ErrorKind::KeySetUnavailable, format!("{url} has no `jwks_uri`")))?;
+        let what = format!("the `jwks_uri` of {url}");
+        let parsed = http::parse_url(jwks_uri, &what, PLAIN_HTTP_OPT_IN, self.allow_plain_http)?;
+        Ok(parsed.into())
     }
 
     /// A GET that accepts only 200, follows no redirect, and reads at most
@@ -302,5 +417,22 @@ impl RemoteKeySet {
             Location::Jwks(uri) => uri.clone(),
             Location::Discovery(issuer) => format!("the discovery document of {issuer}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fetch_is_retried_after_one_second_doubling_up_to_the_cooldown() {
+        let cooldown = Duration::from_secs(30);
+        let waits: Vec<u64> = (1..=7).map(|n| retry_delay(n, cooldown).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(retry_delay(u32::MAX, cooldown), cooldown);
+        // A cooldown shorter than a second bounds the first retry too.
+        let short = Duration::from_millis(100);
+        assert_eq!(retry_delay(1, short), short);
+        assert_eq!(retry_delay(1, Duration::ZERO), Duration::ZERO);
     }
 }

@@ -321,7 +321,9 @@ impl Verifier {
                 ),
             ));
         }
-        let key = issuer.find(header.kid.as_deref(), header.alg).await?;
+        let key = issuer
+            .find(header.kid.as_deref(), header.alg, claims.issued_at())
+            .await?;
         if key.algorithm() != header.alg {
             return Err(Error::new(
                 ErrorKind::AlgorithmMismatch,
@@ -363,9 +365,16 @@ impl Verifier {
 }
 
 impl IssuerKeys {
-    async fn find(&self, kid: Option<&str>, alg: jsonwebtoken::Algorithm) -> Result<Arc<Key>> {
+    /// The key for a token naming `kid` and `alg`, issued at `issued_at` (its unverified `iat`,
+    /// which decides whether a `kid` a remote set lacks may be newer than the set).
+    async fn find(
+        &self,
+        kid: Option<&str>,
+        alg: jsonwebtoken::Algorithm,
+        issued_at: Option<i64>,
+    ) -> Result<Arc<Key>> {
         match &self.keys {
-            Keys::Remote(remote) => remote.find(kid, alg).await,
+            Keys::Remote(remote) => remote.find(kid, alg, issued_at, self.config.leeway).await,
             Keys::Static(set) => set.find(kid, alg).ok_or_else(|| {
                 let which = kid.map_or_else(
                     || "a token without kid".to_owned(),
@@ -426,9 +435,11 @@ impl VerifierBuilder {
             issuer.validate()?;
             let keys = match &issuer.keys {
                 KeySource::Static(set) => Keys::Static(set.clone()),
-                KeySource::Remote(location, options) => {
-                    Keys::Remote(Arc::new(RemoteKeySet::new(location.clone(), options.clone())?))
-                }
+                KeySource::Remote(location, options) => Keys::Remote(Arc::new(RemoteKeySet::new(
+                    location.clone(),
+                    options.clone(),
+                    issuer.allow_plain_http,
+                )?)),
                 KeySource::None => {
                     return Err(Error::new(ErrorKind::Configuration, "an issuer has no keys"));
                 }

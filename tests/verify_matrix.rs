@@ -1122,6 +1122,42 @@ fn weak_or_unfit_keys_are_configuration_errors() {
     }
 }
 
+/// A key that could never verify is refused where it is configured, with the reason: from a
+/// PEM (a P-256 point off the curve), from a JWK (an RSA exponent of 1), or in a key set file
+/// (which fails as a whole, naming the key).
+#[test]
+fn keys_that_could_never_verify_are_refused_at_load() {
+    // ec256.pub.pem with the last bit of y flipped.
+    let pem = String::from_utf8(fixture("ec256.pub.pem")).expect("PEM text");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64");
+    *der.last_mut().expect("a point") ^= 1;
+    let off_curve = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&der)
+    );
+    let err = Key::from_pem(off_curve.as_bytes(), Algorithm::ES256).expect_err("off the curve");
+    assert_eq!(err.kind(), ErrorKind::InvalidKey, "{err}");
+    assert_message_names(&err, "not on the curve P-256", "PEM");
+
+    let jwks: Value = serde_json::from_slice(&fixture("jwks.json")).expect("JSON");
+    let mut e1 = jwks["keys"][0].clone();
+    e1["e"] = json!("AQ");
+    let err = Key::from_jwk(&e1.to_string()).expect_err("e = 1");
+    assert_eq!(err.kind(), ErrorKind::InvalidKey, "{err}");
+    assert_message_names(&err, "exponent 1;", "JWK");
+
+    let mut file = jwks.clone();
+    file["keys"][0] = e1;
+    let err = KeySet::from_jwks(file.to_string().as_bytes()).expect_err("a file with e = 1");
+    assert_eq!(err.kind(), ErrorKind::InvalidKey, "{err}");
+    assert_eq!(err.class(), ErrorClass::Configuration);
+    assert_message_names(&err, "`rsa-a`", "file");
+    assert_message_names(&err, "exponent 1;", "file");
+}
+
 /// RFC 7518 §3.2: the HMAC key must be at least as long as the hash output,
 /// 48 bytes for HS384 and 64 for HS512. key.rs says so but checks 32 for all.
 #[test]

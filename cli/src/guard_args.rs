@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jwt_relay::{
-    Algorithm, ClientAuth, Exchange, ExchangeCache, Grace, Guard, Issuer, KeySet, Rfc8693Client, Verifier,
+    Algorithm, ClientAuth, Exchange, ExchangeCache, Grace, Guard, Issuer, KeySet, RemoteOptions,
+    Rfc8693Client, Verifier, dangerous,
 };
 
 use crate::{Failure, duration, jwks, parse_alg};
@@ -35,6 +36,20 @@ pub(crate) struct VerifierArgs {
     /// The largest token accepted, in bytes (default 8192).
     #[arg(long, value_name = "BYTES")]
     max_size: Option<usize>,
+    /// With a `--jwks` URL: at most one fetch of the key set per this interval for unknown key
+    /// ids, like `30s` (the default) or `2m`. A failed fetch is tried again sooner (1 s,
+    /// doubling up to this).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_duration)]
+    jwks_cooldown: Option<Duration>,
+    /// With a `--jwks` URL: how old the key set may get before it is fetched again, like
+    /// `10m` (the default).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_duration)]
+    jwks_max_age: Option<Duration>,
+    /// Accept a plain `http://` `--jwks` URL (and, for consumers, `exchange:` token endpoint)
+    /// on a host that is not loopback. Anyone on the network path can then swap the keys or
+    /// read the tokens: only for a network you trust like this machine.
+    #[arg(long)]
+    dangerous_allow_plain_http: bool,
 }
 
 impl VerifierArgs {
@@ -49,6 +64,18 @@ impl VerifierArgs {
                 .map_err(|e| Failure::new(format!("the JWKS file {}: {}", self.jwks, e.message())))?;
             Some(only_allowed(keys, &self.alg)?)
         };
+        if file_keys.is_some() && (self.jwks_cooldown.is_some() || self.jwks_max_age.is_some()) {
+            return Err(Failure::new(
+                "--jwks-cooldown and --jwks-max-age apply to a --jwks URL, not a file",
+            ));
+        }
+        let mut options = RemoteOptions::default();
+        if let Some(cooldown) = self.jwks_cooldown {
+            options = options.cooldown(cooldown);
+        }
+        if let Some(max_age) = self.jwks_max_age {
+            options = options.max_age(max_age);
+        }
         let mut builder = Verifier::builder();
         for name in &self.issuers {
             let mut issuer = self
@@ -57,8 +84,11 @@ impl VerifierArgs {
                 .fold(Issuer::new(name), |issuer, aud| issuer.audience(aud));
             issuer = match &file_keys {
                 Some(keys) => issuer.keys(keys.clone()),
-                None => issuer.jwks_url(&self.jwks),
+                None => issuer.jwks_url_with(&self.jwks, options.clone()),
             };
+            if self.dangerous_allow_plain_http {
+                issuer = dangerous::allow_plain_http(issuer);
+            }
             if !self.alg.is_empty() {
                 issuer = issuer.algorithms(self.alg.iter().copied());
             }
@@ -168,7 +198,11 @@ impl GuardArgs {
                     (None, None) => ClientAuth::None,
                     _ => return Err(Failure::new("--client-id and --client-secret go together")),
                 };
-                let client = Rfc8693Client::builder(endpoint).client_auth(auth).build()?;
+                let mut client = Rfc8693Client::builder(endpoint).client_auth(auth);
+                if self.verifier.dangerous_allow_plain_http {
+                    client = dangerous::allow_plain_http_token_endpoint(client);
+                }
+                let client = client.build()?;
                 builder
                     .policy(Exchange::new(Arc::new(ExchangeCache::new(client))))
                     .build()

@@ -244,12 +244,56 @@ fn jwks_check_rejects_a_1024_bit_rsa_key() {
 }
 
 #[test]
+fn jwks_check_names_keys_that_could_never_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture_set = read_json(Path::new(&fixture("jwks.json")));
+    let key = |kid: &str| -> Value {
+        let keys = fixture_set["keys"].as_array().unwrap();
+        keys.iter().find(|k| k["kid"] == kid).unwrap().clone()
+    };
+    let mut e1 = key("rsa-a");
+    e1["kid"] = "rsa-e1".into();
+    e1["e"] = "AQ".into();
+    let mut off_curve = key("ec256");
+    off_curve["kid"] = "ec-off".into();
+    // The fixture's x with y = x: off the curve.
+    off_curve["y"] = off_curve["x"].clone();
+    let mut small = key("ed25519");
+    small["kid"] = "ed-small".into();
+    small["x"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into();
+    // An encryption key sharing a signature key's kid (RFC 7517 §4.5) is skipped, not a clash.
+    let mut enc = key("rsa-b");
+    enc["kid"] = "ec256".into();
+    enc["use"] = "enc".into();
+    let doc = serde_json::json!({"keys": [e1, off_curve, small, enc, key("ec256")]});
+    let path = dir.path().join("never.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+
+    let out = run(&["jwks", "check", path.to_str().unwrap()], "");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", out.stdout);
+    for (line, (start, why)) in lines.iter().zip([
+        (
+            "rejected kid=rsa-e1 kty=RSA reason=",
+            "RSA exponent 1; it must be odd and at least 3",
+        ),
+        ("rejected kid=ec-off kty=EC reason=", "not on the curve P-256"),
+        ("rejected kid=ed-small kty=OKP reason=", "small-order point"),
+        ("skipped kid=ec256 kty=RSA reason=", "\"sig\""),
+    ]) {
+        assert!(line.starts_with(start) && line.contains(why), "{line}");
+    }
+    assert_eq!(lines[4], "accepted kid=ec256 kty=EC alg=ES256");
+}
+
+#[test]
 fn jwks_check_refuses_what_is_not_a_key_set() {
     let dir = tempfile::tempdir().unwrap();
     let not_jwks = dir.path().join("not.json");
     std::fs::write(&not_jwks, "[]").unwrap();
     let dup = dir.path().join("dup.json");
-    let key = r#"{"kty":"OKP","crv":"Ed25519","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","kid":"a"}"#;
+    let key = r#"{"kty":"OKP","crv":"Ed25519","x":"umjiozaFEu2omctSHZ_wuzWMi9JfI3xFObPkUcPwsuM","kid":"a"}"#;
     std::fs::write(&dup, format!(r#"{{"keys":[{key},{key}]}}"#)).unwrap();
     for path in [not_jwks, dup, dir.path().join("missing.json")] {
         let out = run(&["jwks", "check", path.to_str().unwrap()], "");
@@ -365,6 +409,52 @@ mod remote {
         assert_eq!(verdicts[0]["valid"], true);
         assert_eq!(verdicts[0]["kid"], "rsa-b");
         assert_eq!(verdicts[1]["kind"], "Expired");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_plain_http_jwks_url_off_loopback_needs_the_dangerous_flag() {
+        let base = serve().await;
+        let good = mint(&fixture("private/rsa-b.jwk.json"), &[]);
+        // 0.0.0.0 is not loopback by the rule, yet reaches this host's server on Linux.
+        let url = format!("{}/jwks.json", base.replacen("127.0.0.1", "0.0.0.0", 1));
+        let (refused, allowed) = tokio::task::spawn_blocking(move || {
+            let input = format!("{good}\n");
+            (
+                verify(&url, &input, &[]),
+                verify(&url, &input, &["--dangerous-allow-plain-http"]),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
+        assert!(refused.stderr.contains("0.0.0.0"), "{}", refused.stderr);
+        assert!(refused.stderr.contains("plain http"), "{}", refused.stderr);
+        assert_eq!(allowed.code, 0, "{}{}", allowed.stdout, allowed.stderr);
+        assert_eq!(allowed.lines()[0]["valid"], true);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_key_set_cooldown_and_age_are_flags() {
+        let base = serve().await;
+        let good = mint(&fixture("private/rsa-b.jwk.json"), &[]);
+        let url = format!("{base}/jwks.json");
+        let file = fixture("jwks.json");
+        let (set, on_a_file, bad) = tokio::task::spawn_blocking(move || {
+            let input = format!("{good}\n");
+            let flags = ["--jwks-cooldown", "5s", "--jwks-max-age", "2m"];
+            (
+                verify(&url, &input, &flags),
+                verify(&file, &input, &flags),
+                verify(&url, &input, &["--jwks-cooldown", "soon"]),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(set.code, 0, "{}{}", set.stdout, set.stderr);
+        assert_eq!(on_a_file.code, 2);
+        assert!(on_a_file.stderr.contains("not a file"), "{}", on_a_file.stderr);
+        assert_eq!(bad.code, 2);
+        assert!(bad.stderr.contains("soon"), "{}", bad.stderr);
     }
 
     #[tokio::test(flavor = "multi_thread")]

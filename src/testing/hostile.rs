@@ -69,6 +69,11 @@ fn b64_json(value: &Value) -> String {
 /// issuer and audience, a type-confused claim, a duplicated claim, bad base64url, an oversize
 /// token. Header classes: a duplicated token header, binary and non-ASCII values, a value of
 /// 1 MiB.
+///
+/// The tokens are issued now. Build the corpus before the consumer fetches the key set, as the
+/// broker tests do: a token issued after the set was fetched may carry a key rotated in since,
+/// so while the refetch cooldown runs its unknown `kid` is retried (transient) until the next
+/// fetch, and only then refused as `UnknownKeyId`.
 pub fn hostile(sts: &DevSts, audience: &str) -> Vec<Hostile> {
     let service = &sts.service;
     let signer = &service.signer;

@@ -45,6 +45,8 @@ struct Shared {
     mode: Mutex<Mode>,
     /// The `issuer` the discovery document names (by default, this server).
     discovery_issuer: Mutex<String>,
+    /// The `jwks_uri` the discovery document names (by default, this server's `/jwks.json`).
+    discovery_jwks_uri: Mutex<String>,
     jwks_hits: AtomicUsize,
     discovery_hits: AtomicUsize,
     real_hits: AtomicUsize,
@@ -62,6 +64,7 @@ impl JwksServer {
             base: base.clone(),
             jwks: Mutex::new(jwks.into()),
             mode: Mutex::new(Mode::Ok),
+            discovery_jwks_uri: Mutex::new(format!("{base}/jwks.json")),
             discovery_issuer: Mutex::new(base),
             jwks_hits: AtomicUsize::new(0),
             discovery_hits: AtomicUsize::new(0),
@@ -99,6 +102,11 @@ impl JwksServer {
     /// Makes the discovery document name this issuer.
     pub fn set_discovery_issuer(&self, issuer: impl Into<String>) {
         *lock(&self.shared.discovery_issuer) = issuer.into();
+    }
+
+    /// Makes the discovery document name this `jwks_uri`.
+    pub fn set_discovery_jwks_uri(&self, uri: impl Into<String>) {
+        *lock(&self.shared.discovery_jwks_uri) = uri.into();
     }
 
     /// Requests to `/jwks.json` so far, whatever the answer.
@@ -154,7 +162,7 @@ async fn serve_discovery(State(s): State<Arc<Shared>>) -> Response {
     s.discovery_hits.fetch_add(1, Ordering::SeqCst);
     let doc = serde_json::json!({
         "issuer": *lock(&s.discovery_issuer),
-        "jwks_uri": format!("{}/jwks.json", s.base),
+        "jwks_uri": *lock(&s.discovery_jwks_uri),
     });
     json(StatusCode::OK, Body::from(doc.to_string()))
 }

@@ -122,6 +122,8 @@ pub struct Rfc8693ClientBuilder {
     max_attempts: u32,
     backoff: Backoff,
     max_retry_after: Duration,
+    /// Set by [`crate::dangerous::allow_plain_http_token_endpoint`].
+    pub(crate) allow_plain_http: bool,
 }
 
 impl Rfc8693Client {
@@ -134,6 +136,7 @@ impl Rfc8693Client {
             max_attempts: 3,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
             max_retry_after: Duration::from_secs(30),
+            allow_plain_http: false,
         }
     }
 
@@ -310,7 +313,9 @@ impl Rfc8693ClientBuilder {
 
     /// Builds the client. Fails ([`ErrorKind::Configuration`], or
     /// [`ErrorKind::InvalidKey`] for a key that cannot sign with its `alg`)
-    /// on a token endpoint that is not an `http`/`https` URL or carries
+    /// on a token endpoint that is not an `http`/`https` URL, is plain `http`
+    /// to a host that is not loopback (unless allowed with
+    /// [`crate::dangerous::allow_plain_http_token_endpoint`]) or carries
     /// credentials, zero attempts or timeout, or an empty client id.
     pub fn build(self) -> Result<Rfc8693Client> {
         let config = |what: String| Error::new(ErrorKind::Configuration, what);
@@ -327,6 +332,12 @@ impl Rfc8693ClientBuilder {
                 quote(&self.endpoint)
             )));
         }
+        crate::http::require_tls(
+            &url,
+            "the token endpoint",
+            "jwt_relay::dangerous::allow_plain_http_token_endpoint",
+            self.allow_plain_http,
+        )?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(config(
                 "the token endpoint URL carries credentials; give them with `client_auth`".to_owned(),
