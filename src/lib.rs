@@ -17,7 +17,7 @@
 //! | feature | default | what it does |
 //! |---|---|---|
 //! | `aws-lc-rs` | yes | signature checks through aws-lc-rs (RS256 ≈ 15× faster than pure Rust); the one used when both backends are on |
-//! | `rust-crypto` | no | signature checks in pure Rust, for targets without a C compiler |
+//! | `rust-crypto` | no | signature checks in pure Rust, for targets without a C compiler (with `default-features = false`) |
 //! | `opentelemetry` | no | W3C trace context in message headers: a publish writes the current span's `traceparent`, a consumed message's span continues it (OpenTelemetry's global propagator) |
 //! | `testing` | no | the development token service `jwt_relay::testing::DevSts`, for tests and local development (and development keys, `jwt_relay::testing::PrivateKey`) |
 //!
@@ -25,7 +25,9 @@
 //! add up across a build, so both may end up on (another crate enabling
 //! jsonwebtoken's `rust_crypto`, say): then aws-lc-rs checks the signatures,
 //! installed as jsonwebtoken's process-wide provider on first use
-//! ([`crypto_provider`]).
+//! ([`crypto_provider`]). The adapters forward both features (`aws-lc-rs` by
+//! default), so `rust-crypto` alone needs `default-features = false` on each
+//! jwt-relay crate you depend on.
 //!
 //! ## Example
 //!
