@@ -4,10 +4,10 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::crypto::CryptoProvider;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
 
+use crate::crypto::crypto_provider;
 use crate::error::{Error, ErrorKind, Result, quote};
 
 /// RSA keys shorter than this are refused (RFC 8725 §3.5, NIST SP 800-131A).
@@ -66,7 +66,8 @@ impl Key {
             AlgorithmFamily::Rsa => {
                 let key = DecodingKey::from_rsa_pem(pem).map_err(bad)?;
                 let der = key.try_get_as_bytes().map_err(bad)?;
-                let (n, e) = (provider()?.key_utils.rsa_pub_components_from_public_key)(der).map_err(bad)?;
+                let (n, e) =
+                    (crypto_provider().key_utils.rsa_pub_components_from_public_key)(der).map_err(bad)?;
                 check_rsa(&n, &e, "the PEM key").map_err(|why| Error::new(ErrorKind::InvalidKey, why))?;
                 ("RSA", DecodingKey::from_rsa_raw_components(&n, &e))
             }
@@ -161,6 +162,8 @@ impl Key {
 
     /// Whether `signature` (base64url) signs `signing_input` under this key.
     pub(crate) fn verify(&self, signing_input: &str, signature: &str) -> Result<bool> {
+        // jsonwebtoken checks with its process-wide provider: ours, once this returns.
+        crypto_provider();
         jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &self.decoding, self.alg).map_err(
             |e| {
                 match e.kind() {
@@ -188,15 +191,6 @@ impl Key {
 /// The algorithm's name as JOSE writes it (`RS256`, `EdDSA`).
 pub fn alg_name(alg: Algorithm) -> String {
     format!("{alg:?}")
-}
-
-fn provider() -> Result<&'static CryptoProvider> {
-    CryptoProvider::try_get_default().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Configuration,
-            "no crypto backend: enable exactly one of the `aws-lc-rs` and `rust-crypto` features",
-        )
-    })
 }
 
 /// An RSA public key that both backends can verify with and that is not weak: a modulus of

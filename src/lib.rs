@@ -16,12 +16,18 @@
 //!
 //! | feature | default | what it does |
 //! |---|---|---|
-//! | `aws-lc-rs` | yes | signature checks through aws-lc-rs (RS256 ≈ 15× faster than pure Rust) |
-//! | `rust-crypto` | no | signature checks in pure Rust, for targets without a C compiler |
+//! | `aws-lc-rs` | yes | signature checks through aws-lc-rs (RS256 ≈ 15× faster than pure Rust); the one used when both backends are on |
+//! | `rust-crypto` | no | signature checks in pure Rust, for targets without a C compiler (with `default-features = false`) |
 //! | `opentelemetry` | no | W3C trace context in message headers: a publish writes the current span's `traceparent`, a consumed message's span continues it (OpenTelemetry's global propagator) |
 //! | `testing` | no | the development token service `jwt_relay::testing::DevSts`, for tests and local development (and development keys, `jwt_relay::testing::PrivateKey`) |
 //!
-//! Enable exactly one backend (`aws-lc-rs` or `rust-crypto`).
+//! One backend is required: a build with neither does not compile. Features
+//! add up across a build, so both may end up on (another crate enabling
+//! jsonwebtoken's `rust_crypto`, say): then aws-lc-rs checks the signatures,
+//! installed as jsonwebtoken's process-wide provider on first use
+//! ([`crypto_provider`]). The adapters forward both features (`aws-lc-rs` by
+//! default), so `rust-crypto` alone needs `default-features = false` on each
+//! jwt-relay crate you depend on.
 //!
 //! ## Example
 //!
@@ -63,6 +69,7 @@ mod carrier;
 mod claims;
 mod consume_error;
 mod context;
+mod crypto;
 mod dead_letter;
 mod error;
 mod exchange;
@@ -100,6 +107,7 @@ pub use carrier::{Extractor, HeaderValue, Headers, InjectError, Injector};
 pub use claims::Claims;
 pub use consume_error::{ConsumeError, ConsumeErrorKind};
 pub use context::{Acceptance, Actor, AuthContext};
+pub use crypto::crypto_provider;
 pub use dead_letter::{
     CREDENTIAL_HEADERS, MAX_REASON_MESSAGE, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SEQUENCE,
     ORIGINAL_STREAM, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, REASON_CLASS, REASON_KIND, REASON_MESSAGE,

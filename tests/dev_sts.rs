@@ -438,6 +438,7 @@ fn client_key(kid: &str) -> (String, EncodingKey) {
 fn assertion(key: &EncodingKey, kid: &str, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(kid.to_owned());
+    jwt_relay::crypto_provider();
     jwt_relay::jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 

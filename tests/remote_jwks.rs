@@ -121,10 +121,10 @@ fn rsa_a_jwk() -> Value {
 
 /// A JWK of `rsa1024.pub.pem`: too weak, so a remote set must skip it.
 fn weak_rsa_jwk(kid: &str) -> Value {
-    use jwt_relay::jsonwebtoken::{DecodingKey, crypto::CryptoProvider};
+    use jwt_relay::jsonwebtoken::DecodingKey;
     let key = DecodingKey::from_rsa_pem(&fixture("rsa1024.pub.pem")).expect("RSA PEM fixture");
     let der = key.try_get_as_bytes().expect("DER of the PEM key");
-    let provider = CryptoProvider::try_get_default().expect("a crypto backend");
+    let provider = jwt_relay::crypto_provider();
     let (n, e) = (provider.key_utils.rsa_pub_components_from_public_key)(der).expect("n and e");
     assert_eq!(n.len(), 128, "rsa1024 has a 1024-bit modulus");
     json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",

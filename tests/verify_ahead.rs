@@ -35,6 +35,7 @@ fn token(subject: &str, exp_in: i64, secret: &[u8]) -> String {
     header.kid = Some("k1".to_owned());
     let claims =
         json!({"iss": ISS, "aud": AUD, "sub": subject, "iat": now_unix() - 60, "exp": now_unix() + exp_in});
+    jwt_relay::crypto_provider();
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret).unwrap()).unwrap()
 }
 

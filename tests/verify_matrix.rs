@@ -136,6 +136,7 @@ fn rsa_a_private() -> EncodingKey {
 /// Signs the exact `signing_input` given (already base64url, possibly
 /// non-canonically): the token's signature is valid over its literal bytes.
 fn sign_input(key: &EncodingKey, alg: Algorithm, signing_input: &str) -> String {
+    jwt_relay::crypto_provider();
     let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, alg).expect("signs");
     format!("{signing_input}.{sig}")
 }

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwt_relay::jsonwebtoken::crypto::CryptoProvider;
 use jwt_relay::jsonwebtoken::{AlgorithmFamily, EncodingKey, Header};
 use jwt_relay::testing::PrivateKey;
 use jwt_relay::{Algorithm, alg_name, now_unix};
@@ -47,9 +46,8 @@ pub(crate) struct Args {
 
 /// Signs the claims and prints the token.
 pub(crate) fn run(args: &Args) -> Result<(), Failure> {
-    if CryptoProvider::try_get_default().is_none() {
-        return Err(Failure::new("no crypto backend is built in"));
-    }
+    // jsonwebtoken signs with its process-wide provider: jwt-relay's, once this returns.
+    jwt_relay::crypto_provider();
     let (key, alg, kid) = load_key(args)?;
     let now = now_unix();
     let exp = now

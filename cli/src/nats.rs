@@ -400,7 +400,7 @@ async fn serve_echo(args: &ServeEchoArgs) -> Result<bool, Failure> {
     let echo = |request: ServiceRequest| async move { Ok::<Bytes, ServiceError>(request.payload().clone()) };
     let served = NatsService::new(client.clone(), guard)
         .on_event(on_event)
-        .serve_endpoint(endpoint, echo, shutdown)
+        .serve_endpoint(&args.subject, endpoint, echo, shutdown)
         .await;
     // The replies are sent; the service's own stop is best effort.
     let _ = client.flush().await;

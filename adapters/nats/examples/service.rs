@@ -44,7 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let stopped = async move {
                 let _ = stopped.await;
             };
-            nats_service.serve_endpoint(endpoint, greet, stopped).await
+            nats_service
+                .serve_endpoint("greeter.hello", endpoint, greet, stopped)
+                .await
         }
     });
 

@@ -31,8 +31,9 @@ pub(crate) type Callback = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
 pub(crate) struct Reporter {
     stats: Stats,
     callback: Option<Callback>,
-    /// The metrics' `destination`: the subscribed subject or the stream; else each message's
-    /// subject.
+    /// The metrics' `destination`: the subscribed or served subject (its pattern, wildcards
+    /// and all) or the stream, set before any message is reported; each message's subject
+    /// only as a fallback.
     destination: Option<Arc<str>>,
 }
 
@@ -48,6 +49,13 @@ impl fmt::Debug for Reporter {
 impl Reporter {
     pub(crate) fn set_destination(&mut self, destination: &str) {
         self.destination = Some(destination.into());
+    }
+
+    /// This reporter (the same counters and callback) with `destination` as the metrics'.
+    pub(crate) fn with_destination(&self, destination: &str) -> Reporter {
+        let mut reporter = self.clone();
+        reporter.set_destination(destination);
+        reporter
     }
 
     /// The span `message` is handled in.

@@ -23,10 +23,12 @@
 //!
 //! ## Features
 //!
-//! This crate has no features of its own. It enables async-nats's
-//! `jetstream` and `service` features, with TLS through `aws-lc-rs` (the
-//! backend the core already builds); enable more (`nkeys`, `websockets`, …)
-//! on your own `async-nats` dependency: the features unify.
+//! `aws-lc-rs` (default) and `rust-crypto` choose the core's signature
+//! backend, as `jwt-relay`'s features of the same names do. This crate
+//! enables async-nats's `jetstream` and `service` features, with TLS
+//! through `aws-lc-rs` (whichever signature backend is chosen); enable more
+//! (`nkeys`, `websockets`, …) on your own `async-nats` dependency: the
+//! features unify.
 //!
 //! ## Example
 //!

@@ -42,6 +42,10 @@ use crate::service_error::ServiceError;
 ///
 /// The reply names only the error kind; the full reason goes to
 /// [`on_event`](Self::on_event) and the log.
+///
+/// The metrics and spans name the served subject as given to `serve_*`
+/// (`orders.*`), not each request's (`orders.eu`): one endpoint is one
+/// `destination` series, however many subjects its wildcards match.
 #[derive(Clone)]
 pub struct NatsService {
     client: Client,
@@ -147,8 +151,12 @@ impl NatsService {
 
     /// Serves a NATS micro endpoint (async-nats `service`) until `shutdown`
     /// completes (requests in flight are answered first) or a halt.
+    /// `subject` is the subject the endpoint was added with, its group's
+    /// prefix included (async-nats does not tell): the metrics' and spans'
+    /// `destination`.
     pub async fn serve_endpoint<H, Fut, S>(
         &self,
+        subject: &str,
         endpoint: Endpoint,
         handler: H,
         shutdown: S,
@@ -159,6 +167,7 @@ impl NatsService {
         S: Future<Output = ()>,
     {
         let handler = &handler;
+        let reporter = &self.reporter.with_destination(subject);
         let mut ahead = verify_ahead(&self.guard);
         let ahead = move |request: &Request| ahead(&request.message);
         run_loop(
@@ -169,8 +178,8 @@ impl NatsService {
             None,
             |request, _| async move {
                 let message = &request.message;
-                self.process(message, Responder::Micro(&request), handler)
-                    .instrument(self.reporter.span(message))
+                self.process(reporter, message, Responder::Micro(&request), handler)
+                    .instrument(reporter.span(message))
                     .await
             },
         )
@@ -180,8 +189,11 @@ impl NatsService {
 
     /// Serves requests arriving on a plain (or queue) subscription, replying
     /// on each request's reply subject, until `shutdown` completes or a halt.
+    /// `subject` is the subject subscribed to (async-nats does not tell): the
+    /// metrics' and spans' `destination`.
     pub async fn serve_subscriber<H, Fut, S>(
         &self,
+        subject: &str,
         subscriber: Subscriber,
         handler: H,
         shutdown: S,
@@ -192,6 +204,7 @@ impl NatsService {
         S: Future<Output = ()>,
     {
         let handler = &handler;
+        let reporter = &self.reporter.with_destination(subject);
         run_loop(
             subscriber,
             self.concurrency,
@@ -199,16 +212,27 @@ impl NatsService {
             shutdown,
             None,
             |message, _| async move {
-                self.process(&message, Responder::Plain(&self.client, &message), handler)
-                    .instrument(self.reporter.span(&message))
-                    .await
+                self.process(
+                    reporter,
+                    &message,
+                    Responder::Plain(&self.client, &message),
+                    handler,
+                )
+                .instrument(reporter.span(&message))
+                .await
             },
         )
         .await?;
         Ok(self.reporter.stats().snapshot())
     }
 
-    async fn process<H, Fut>(&self, message: &Message, responder: Responder<'_>, handler: &H) -> Result<()>
+    async fn process<H, Fut>(
+        &self,
+        reporter: &Reporter,
+        message: &Message,
+        responder: Responder<'_>,
+        handler: &H,
+    ) -> Result<()>
     where
         H: Fn(ServiceRequest) -> Fut,
         Fut: Future<Output = Result<Bytes, ServiceError>>,
@@ -229,13 +253,13 @@ impl NatsService {
                 .await;
                 match (ran, answer) {
                     (Ok(()), Some(answer)) => {
-                        report(&self.reporter, subject, EventOutcome::Accepted(&context));
+                        report(reporter, subject, EventOutcome::Accepted(&context));
                         answer
                     }
                     (Err(failure), _) => {
-                        self.reporter.handler_failed();
+                        reporter.handler_failed();
                         report(
-                            &self.reporter,
+                            reporter,
                             subject,
                             EventOutcome::Rejected {
                                 reason: &failure,
@@ -250,7 +274,7 @@ impl NatsService {
             }
             Outcome::Reject(reason) => {
                 report(
-                    &self.reporter,
+                    reporter,
                     subject,
                     EventOutcome::Rejected {
                         reason: &reason,
@@ -261,7 +285,7 @@ impl NatsService {
             }
             Outcome::Retry(reason, delay) => {
                 report(
-                    &self.reporter,
+                    reporter,
                     subject,
                     EventOutcome::Retry {
                         reason: &reason,
@@ -271,7 +295,7 @@ impl NatsService {
                 Err(ServiceError::unavailable(reason.kind(), delay))
             }
             Outcome::Halt(reason) => {
-                report(&self.reporter, subject, EventOutcome::Halted(&reason));
+                report(reporter, subject, EventOutcome::Halted(&reason));
                 respond(responder, Err(ServiceError::internal())).await;
                 return Err(Error::halted(reason));
             }

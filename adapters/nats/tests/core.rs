@@ -326,7 +326,12 @@ async fn micro_service_refuses_bad_tokens_at_once_and_answers_good_ones() {
     let nats_service = NatsService::new(client.clone(), guard());
     let stats = nats_service.stats();
     let (stop, stopped) = shutdown();
-    let run = tokio::spawn(async move { nats_service.serve_endpoint(endpoint, hello, stopped).await });
+    let served = subject.clone();
+    let run = tokio::spawn(async move {
+        nats_service
+            .serve_endpoint(&served, endpoint, hello, stopped)
+            .await
+    });
 
     check_requests(
         &NatsPublisher::new(client.clone(), Propagator::default()),
@@ -349,7 +354,12 @@ async fn plain_subscription_service_refuses_bad_tokens_at_once() {
     let subscriber = client.subscribe(subject.clone()).await.expect("subscribed");
     let nats_service = NatsService::new(client.clone(), guard());
     let (stop, stopped) = shutdown();
-    let run = tokio::spawn(async move { nats_service.serve_subscriber(subscriber, hello, stopped).await });
+    let served = subject.clone();
+    let run = tokio::spawn(async move {
+        nats_service
+            .serve_subscriber(&served, subscriber, hello, stopped)
+            .await
+    });
 
     check_requests(
         &NatsPublisher::new(client.clone(), Propagator::default()),

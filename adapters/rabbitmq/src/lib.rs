@@ -21,6 +21,8 @@
 //!
 //! | feature | default | what it does |
 //! |---|---|---|
+//! | `aws-lc-rs` | yes | the core's signature checks through aws-lc-rs (`jwt-relay/aws-lc-rs`) |
+//! | `rust-crypto` | no | the core's signature checks in pure Rust (`jwt-relay/rust-crypto`), with `default-features` off |
 //! | `rustls` | yes | `amqps://` through rustls (aws-lc-rs, as the core), trusting the platform's certificates |
 //!
 //! lapin runs on tokio (a tokio runtime must be running). For another TLS stack, turn

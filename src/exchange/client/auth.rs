@@ -9,11 +9,11 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use jsonwebtoken::crypto::CryptoProvider;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 
+use crate::crypto::crypto_provider;
 use crate::error::{Error, ErrorKind, Result, quote};
 use crate::key::alg_name;
 use crate::verifier::now_unix;
@@ -181,13 +181,8 @@ fn sign_assertion(
     kid: Option<&str>,
     audience: &str,
 ) -> Result<String> {
-    if CryptoProvider::try_get_default().is_none() {
-        return Err(Error::new(
-            ErrorKind::Configuration,
-            "no crypto backend to sign the client assertion: enable exactly one of the `aws-lc-rs` and \
-             `rust-crypto` features",
-        ));
-    }
+    // jsonwebtoken signs with its process-wide provider: ours, once this returns.
+    crypto_provider();
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
     header.typ = Some("JWT".to_owned());
