@@ -95,7 +95,10 @@ impl Redaction {
     /// Replaces the list of credential headers left out besides the token
     /// header.
     pub fn credentials(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.credentials = names.into_iter().map(|name| name.into().into_boxed_str()).collect();
+        self.credentials = names
+            .into_iter()
+            .map(|name| name.into().into_boxed_str())
+            .collect();
         self
     }
 
@@ -237,7 +240,10 @@ mod tests {
         assert!(!custom.keeps("Authorization"), "the token header always goes");
         let txn = Redaction::new(TokenHeader::raw("Txn-Token")).keep_token(true);
         assert!(txn.keeps("TXN-TOKEN"));
-        assert!(!txn.keeps("authorization"), "a credential, though not the token header");
+        assert!(
+            !txn.keeps("authorization"),
+            "a credential, though not the token header"
+        );
     }
 
     #[test]

@@ -3,8 +3,7 @@
 use std::time::SystemTime;
 
 use jwt_relay::{
-    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Redaction,
-    reason_headers,
+    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Redaction, reason_headers,
 };
 use rdkafka::Timestamp;
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage};
@@ -71,10 +70,10 @@ pub(crate) fn copy_headers(
 ) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     let original = record.headers().filter(|_| with_headers);
-    let kept = original.into_iter().flat_map(|h| h.iter()).filter(|h| {
-        redaction.keeps(h.key)
-            && !ORIGINS.iter().any(|o| h.key.eq_ignore_ascii_case(o))
-    });
+    let kept = original
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .filter(|h| redaction.keeps(h.key) && !ORIGINS.iter().any(|o| h.key.eq_ignore_ascii_case(o)));
     for header in kept {
         out = out.insert(header);
     }

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind};
 use jwt_relay::{
-    Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, PublishErrorKind, PublishTime, after_handler_failure,
-    run_handler,
+    Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, PublishErrorKind, PublishTime,
+    after_handler_failure, run_handler,
 };
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -444,7 +444,12 @@ impl JetStreamConsumer {
     /// if the copy cannot be stored, naks the original instead. A message
     /// that already is a dead-lettered copy is termed without another. No
     /// stream for the dead-letter subject stops the run, the message kept.
-    async fn dead_letter(&self, received: &Received, reason: &jwt_relay::Error, stopping: &Stopping) -> Result<()> {
+    async fn dead_letter(
+        &self,
+        received: &Received,
+        reason: &jwt_relay::Error,
+        stopping: &Stopping,
+    ) -> Result<()> {
         let message = &received.message;
         let subject = message.subject.as_str();
         if let Some(again) = jwt_relay::already_dead_lettered(&NatsHeadersRef::of(&message.message)) {

@@ -409,11 +409,15 @@ async fn a_stream_that_captures_its_own_dead_letters_is_refused_and_nothing_loop
         })
         .await
         .expect("the stream is created");
-    js.publish_with_headers(format!("{prefix}.eu"), headers(None, "no-token"), "7 bytes".into())
-        .await
-        .expect("sent")
-        .await
-        .expect("stored");
+    js.publish_with_headers(
+        format!("{prefix}.eu"),
+        headers(None, "no-token"),
+        "7 bytes".into(),
+    )
+    .await
+    .expect("sent")
+    .await
+    .expect("stored");
 
     let consumer = pull_consumer(&stream, "billing", |_| {}).await;
     let consumer = JetStreamConsumer::new(consumer, guard());
@@ -427,8 +431,14 @@ async fn a_stream_that_captures_its_own_dead_letters_is_refused_and_nothing_loop
         .expect_err("a configuration error");
     assert_eq!(error.kind(), jwt_relay_nats::ErrorKind::Configuration, "{error}");
     let text = error.to_string();
-    assert!(text.contains(&format!("`{prefix}.>.dlq`")), "names the dead-letter subject: {text}");
-    assert!(text.contains(&format!("`{prefix}.>`")), "names the stream's subject: {text}");
+    assert!(
+        text.contains(&format!("`{prefix}.>.dlq`")),
+        "names the dead-letter subject: {text}"
+    );
+    assert!(
+        text.contains(&format!("`{prefix}.>`")),
+        "names the stream's subject: {text}"
+    );
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kept = stored(&js, &prefix.to_uppercase()).await;
@@ -473,8 +483,17 @@ async fn a_dead_letter_that_comes_back_is_settled_not_copied_again() {
     stop.send(()).ok();
     let report = run.await.unwrap().expect("the run ends cleanly");
     assert_eq!((report.rejected, report.dead_lettered), (1, 0));
-    assert!(stored(&setup.js, &setup.topology.dead_letter_stream_name()).await.is_empty());
-    let info = setup.declared.stream.consumer_info("billing").await.expect("info");
+    assert!(
+        stored(&setup.js, &setup.topology.dead_letter_stream_name())
+            .await
+            .is_empty()
+    );
+    let info = setup
+        .declared
+        .stream
+        .consumer_info("billing")
+        .await
+        .expect("info");
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "terminated");
     setup.delete().await;
 }
@@ -518,9 +537,15 @@ async fn a_missing_dead_letter_stream_stops_the_consumer_and_keeps_the_message()
         .expect("stops at once, not after the shutdown")
         .expect_err("the dead-letter destination is missing");
     assert_eq!(error.kind(), jwt_relay_nats::ErrorKind::Broker, "{error}");
-    assert!(error.to_string().contains(&format!("`{prefix}.eu.dlq`")), "{error}");
+    assert!(
+        error.to_string().contains(&format!("`{prefix}.eu.dlq`")),
+        "{error}"
+    );
 
-    topology.declare(&js).await.expect("the dead-letter stream is added");
+    topology
+        .declare(&js)
+        .await
+        .expect("the dead-letter stream is added");
     let consumer = JetStreamConsumer::new(consumer, guard()).double_ack();
     let stats = consumer.stats();
     let (stop, stopped) = shutdown();

@@ -175,7 +175,10 @@ mod tests {
         assert!(!headers.contains_key("authorization"));
         assert!(!headers.contains_key("proxy-authorization"));
         let rendered = format!("{headers:?}");
-        assert!(!rendered.contains("secret"), "no credential at any depth: {rendered}");
+        assert!(
+            !rendered.contains("secret"),
+            "no credential at any depth: {rendered}"
+        );
         let Some(AMQPValue::FieldTable(nested)) = headers.get("x-context") else {
             panic!("the nested table is kept: {rendered}");
         };

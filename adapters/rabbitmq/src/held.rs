@@ -69,8 +69,14 @@ mod tests {
 
     fn dead(reason: &str) -> BasicProperties {
         let mut death = FieldTable::default();
-        death.insert(ShortString::from("reason"), AMQPValue::LongString(LongString::from(reason)));
-        death.insert(ShortString::from("queue"), AMQPValue::LongString(LongString::from("invoices")));
+        death.insert(
+            ShortString::from("reason"),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        death.insert(
+            ShortString::from("queue"),
+            AMQPValue::LongString(LongString::from("invoices")),
+        );
         death.insert(ShortString::from("count"), AMQPValue::LongLongInt(2));
         let mut headers = FieldTable::default();
         headers.insert(
@@ -89,8 +95,16 @@ mod tests {
             "the broker dead-lettered the message from `invoices`: its message TTL expired, 2 time(s)"
         );
         assert!(broker_reason(&dead("maxlen")).message().contains("length limit"));
-        assert!(broker_reason(&dead("delivery_limit")).message().contains("delivery limit"));
-        assert!(broker_reason(&dead("new\nthing")).message().contains("`newthing`"));
+        assert!(
+            broker_reason(&dead("delivery_limit"))
+                .message()
+                .contains("delivery limit")
+        );
+        assert!(
+            broker_reason(&dead("new\nthing"))
+                .message()
+                .contains("`newthing`")
+        );
     }
 
     #[test]

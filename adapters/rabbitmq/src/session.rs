@@ -121,7 +121,9 @@ impl Session {
             )
             .await
             .map_err(fail("basic.consume"))?;
-        let held = Self::consume_held(&connection, config).await.map_err(fail("consuming the holding queue"))?;
+        let held = Self::consume_held(&connection, config)
+            .await
+            .map_err(fail("consuming the holding queue"))?;
         Ok(Session {
             connection,
             consume,
@@ -133,7 +135,10 @@ impl Session {
 
     /// Consumes the holding queue on a channel of its own; `None` (after a warning) when the
     /// queue does not exist.
-    async fn consume_held(connection: &Connection, config: &Config) -> lapin::Result<Option<(Channel, lapin::Consumer)>> {
+    async fn consume_held(
+        connection: &Connection,
+        config: &Config,
+    ) -> lapin::Result<Option<(Channel, lapin::Consumer)>> {
         let Ok(name) = ShortString::try_new(&*config.held_queue) else {
             tracing::warn!(queue = %config.queue, held_queue = %config.held_queue, "the holding queue's name is too long: the broker's dead letters are not moved");
             return Ok(None);
@@ -143,7 +148,10 @@ impl Session {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        match channel.queue_declare(name.clone(), passive, FieldTable::default()).await {
+        match channel
+            .queue_declare(name.clone(), passive, FieldTable::default())
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.is_amqp_soft_error() => {
                 tracing::warn!(
@@ -156,9 +164,16 @@ impl Session {
             }
             Err(e) => return Err(e),
         }
-        channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await?;
         let consumer = channel
-            .basic_consume(name, ShortString::default(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                name,
+                ShortString::default(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         Ok(Some((channel, consumer)))
     }
@@ -231,7 +246,9 @@ impl Session {
                 tracing::debug!(queue = %config.queue, "basic.cancel failed: {e}");
             }
             if let Some((channel, consumer)) = &self.held
-                && let Err(e) = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await
+                && let Err(e) = channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await
             {
                 tracing::debug!(queue = %config.held_queue, "basic.cancel failed: {e}");
             }
@@ -252,7 +269,10 @@ impl Session {
     /// Closes the channels and the connection, politely; failures only mean they were gone.
     async fn close(self) {
         let held = self.held.as_ref().map(|(channel, _)| channel);
-        for channel in [Some(&self.consume), Some(&self.publish), held].into_iter().flatten() {
+        for channel in [Some(&self.consume), Some(&self.publish), held]
+            .into_iter()
+            .flatten()
+        {
             if let Err(e) = channel.close(REPLY_SUCCESS, ShortString::from("OK")).await {
                 tracing::debug!("closing channel {} failed: {e}", channel.id());
             }
@@ -268,7 +288,9 @@ impl Session {
 }
 
 /// The next delivery of the holding queue; never, when there is none.
-async fn next_held(held: &mut Option<(Channel, lapin::Consumer)>) -> Option<lapin::Result<lapin::message::Delivery>> {
+async fn next_held(
+    held: &mut Option<(Channel, lapin::Consumer)>,
+) -> Option<lapin::Result<lapin::message::Delivery>> {
     match held {
         Some((_, consumer)) => poll_fn(|cx| Pin::new(&mut *consumer).poll_next(cx)).await,
         None => std::future::pending().await,

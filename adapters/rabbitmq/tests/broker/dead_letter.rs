@@ -129,7 +129,11 @@ async fn broker_dead_letter_case(
         waited += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(broker.depth(topology.dead_letter_queue_name()).await, 0, "held, not dead-lettered yet");
+    assert_eq!(
+        broker.depth(topology.dead_letter_queue_name()).await,
+        0,
+        "held, not dead-lettered yet"
+    );
 
     let moved = Arc::new(AtomicUsize::new(0));
     let counter = moved.clone();
@@ -148,7 +152,11 @@ async fn broker_dead_letter_case(
     let report = running.stop().await.unwrap();
     assert_eq!(report.dead_lettered, 1);
 
-    assert_eq!(broker.depth(topology.held_queue_name()).await, 0, "moved, not copied");
+    assert_eq!(
+        broker.depth(topology.held_queue_name()).await,
+        0,
+        "moved, not copied"
+    );
     let dead = broker.drain(topology.dead_letter_queue_name()).await;
     assert_eq!(dead.len(), 1, "{name}");
     let copy = &dead[0];
@@ -157,7 +165,10 @@ async fn broker_dead_letter_case(
     assert_eq!(copy.header(REASON_CLASS).as_deref(), Some("permanent"));
     let message = copy.header(REASON_MESSAGE).unwrap_or_default();
     assert!(message.contains(why), "{name}: {message}");
-    assert!(message.contains(topology.queue()), "{name}: names the queue: {message}");
+    assert!(
+        message.contains(topology.queue()),
+        "{name}: names the queue: {message}"
+    );
     for credential in ["authorization", "cookie"] {
         assert!(!copy.has_header_any_case(credential), "{name}: no {credential}");
     }
@@ -217,7 +228,10 @@ async fn a_queue_length_overflow_reaches_the_dead_letter_queue_without_the_token
 async fn a_quorum_delivery_limit_reaches_the_dead_letter_queue_without_the_token() {
     broker_dead_letter_case(
         "held-delivery-limit",
-        |t| t.quorum().queue_argument("x-delivery-limit", AMQPValue::LongLongInt(1)),
+        |t| {
+            t.quorum()
+                .queue_argument("x-delivery-limit", AMQPValue::LongLongInt(1))
+        },
         async |broker, topology, publisher, token| {
             publish_victim(publisher, topology.queue(), token, None).await;
             // Another client (not jwt-relay) takes it and puts it back, past the limit.
