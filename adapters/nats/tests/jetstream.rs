@@ -400,24 +400,7 @@ async fn a_stream_that_captures_its_own_dead_letters_is_refused_and_nothing_loop
     };
     let js = jetstream::new(client);
     let prefix = unique("loop");
-    let stream = js
-        .create_stream(jetstream::stream::Config {
-            name: prefix.to_uppercase(),
-            subjects: vec![format!("{prefix}.>")],
-            storage: jetstream::stream::StorageType::Memory,
-            ..Default::default()
-        })
-        .await
-        .expect("the stream is created");
-    js.publish_with_headers(
-        format!("{prefix}.eu"),
-        headers(None, "no-token"),
-        "7 bytes".into(),
-    )
-    .await
-    .expect("sent")
-    .await
-    .expect("stored");
+    let stream = stream_with_a_message_without_token(&js, &prefix, &format!("{prefix}.>")).await;
 
     let consumer = pull_consumer(&stream, "billing", |_| {}).await;
     let consumer = JetStreamConsumer::new(consumer, guard());
@@ -510,20 +493,7 @@ async fn a_missing_dead_letter_stream_stops_the_consumer_and_keeps_the_message()
     let prefix = unique("nodlq");
     let topology = jwt_relay_nats::Topology::new(prefix.to_uppercase(), [format!("{prefix}.*")])
         .storage(jetstream::stream::StorageType::Memory);
-    let stream = js
-        .create_stream(jetstream::stream::Config {
-            name: topology.stream_name().to_owned(),
-            subjects: vec![format!("{prefix}.*")],
-            storage: jetstream::stream::StorageType::Memory,
-            ..Default::default()
-        })
-        .await
-        .expect("the work stream alone");
-    js.publish_with_headers(format!("{prefix}.eu"), headers(None, "no-token"), "x".into())
-        .await
-        .expect("sent")
-        .await
-        .expect("stored");
+    let stream = stream_with_a_message_without_token(&js, &prefix, &format!("{prefix}.*")).await;
 
     // A pull request of the stopped run may still hold the redelivery: short ack_wait.
     let consumer = pull_consumer(&stream, "billing", |c| c.ack_wait = Duration::from_secs(2)).await;
@@ -561,4 +531,32 @@ async fn a_missing_dead_letter_stream_stops_the_consumer_and_keeps_the_message()
     assert_eq!(dead.len(), 1);
     assert_eq!(header(&dead[0], REASON_KIND).as_deref(), Some("Missing"));
     topology.delete(&js).await.expect("deleted");
+}
+
+/// A stream `<PREFIX>` on `subjects` alone (no dead-letter stream), in
+/// memory, holding one message without a token on `<prefix>.eu`.
+async fn stream_with_a_message_without_token(
+    js: &jetstream::Context,
+    prefix: &str,
+    subjects: &str,
+) -> jetstream::stream::Stream {
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: prefix.to_uppercase(),
+            subjects: vec![subjects.to_owned()],
+            storage: jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("the stream is created");
+    js.publish_with_headers(
+        format!("{prefix}.eu"),
+        headers(None, "no-token"),
+        "7 bytes".into(),
+    )
+    .await
+    .expect("sent")
+    .await
+    .expect("stored");
+    stream
 }
