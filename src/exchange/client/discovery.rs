@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{DEFAULT_TIMEOUT, Rfc8693Client, Rfc8693ClientBuilder, http_client};
 use crate::error::{Error, ErrorKind, Result, quote};
-use crate::http::read_capped;
+use crate::http::{parse_url, read_capped};
 
 /// The largest discovery document read.
 const MAX_DISCOVERY_BODY: usize = 1 << 20;
@@ -16,13 +16,20 @@ impl Rfc8693Client {
     /// `{issuer}/.well-known/openid-configuration`. The document must name
     /// `issuer` exactly (OpenID Connect Discovery §4.3), else
     /// [`ErrorKind::Configuration`]; an unreachable or unreadable document
-    /// is [`ErrorKind::ExchangeUnavailable`].
+    /// is [`ErrorKind::ExchangeUnavailable`]. A plain `http` issuer whose
+    /// host is not loopback is refused before any request
+    /// ([`ErrorKind::Configuration`]): give such a token endpoint to
+    /// [`Rfc8693Client::builder`] with
+    /// [`dangerous::allow_plain_http_token_endpoint`](crate::dangerous::allow_plain_http_token_endpoint)
+    /// instead.
     pub async fn discover(issuer: impl Into<String>) -> Result<Rfc8693ClientBuilder> {
         let issuer = issuer.into();
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
+        let opt_in = "`Rfc8693Client::builder` and `dangerous::allow_plain_http_token_endpoint`";
+        parse_url(&url, "the discovery URL", opt_in, false)?;
         let unavailable = |what: String| Error::new(ErrorKind::ExchangeUnavailable, what);
         let http = http_client(DEFAULT_TIMEOUT)?;
         let mut response = http
@@ -89,5 +96,23 @@ mod tests {
             .await
             .expect_err("nothing listens");
         assert_eq!(error.kind(), ErrorKind::ExchangeUnavailable);
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_issuer_off_loopback_is_refused_before_any_request() {
+        // Not loopback by the rule (a connection would still stay on this machine, where nothing
+        // listens on port 9: an attempt would fail as ExchangeUnavailable, not Configuration).
+        let error = Rfc8693Client::discover("http://0.0.0.0:9")
+            .await
+            .expect_err("plain http off loopback");
+        assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+        assert!(
+            error.to_string().contains("http://0.0.0.0:9/.well-known"),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("allow_plain_http_token_endpoint"),
+            "{error}"
+        );
     }
 }
