@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::carrier::Extractor;
+use crate::consume::{Origin, Position};
+use crate::policy::TimestampSource;
 use crate::error::{Error, ErrorKind};
 use crate::token_header::TokenHeader;
 use crate::verifier::unix_seconds;
@@ -18,6 +20,9 @@ pub const REASON_MESSAGE: &str = "x-jwt-relay-reason-message";
 /// Header with the time of dead-lettering, in Unix seconds.
 pub const REASON_TIME: &str = "x-jwt-relay-dead-lettered-at";
 
+/// Header naming what the consumer that dead-lettered the message reads: its
+/// topic, queue, or subscribed subject.
+pub const ORIGINAL_DESTINATION: &str = "x-jwt-relay-original-destination";
 /// Header naming the subject (topic, routing key) the dead-lettered message
 /// was published to.
 pub const ORIGINAL_SUBJECT: &str = "x-jwt-relay-original-subject";
@@ -30,13 +35,26 @@ pub const ORIGINAL_SEQUENCE: &str = "x-jwt-relay-original-sequence";
 pub const ORIGINAL_PARTITION: &str = "x-jwt-relay-original-partition";
 /// Header with the offset of a dead-lettered Kafka record in its partition.
 pub const ORIGINAL_OFFSET: &str = "x-jwt-relay-original-offset";
-/// Header with the timestamp of a dead-lettered record, in Unix
-/// milliseconds, followed by who set it: `1700000000000 create-time` or
-/// `… log-append-time`.
+/// Header with the publish time of a dead-lettered message, in Unix
+/// milliseconds, followed by who set it: `1700000000000 broker` (a JetStream
+/// message, a Kafka record with log-append time) or `… client` (a Kafka
+/// record's create time, an AMQP timestamp).
 pub const ORIGINAL_TIMESTAMP: &str = "x-jwt-relay-original-timestamp";
 
-/// The reason headers, in this order.
-const REASONS: [&str; 4] = [REASON_KIND, REASON_CLASS, REASON_MESSAGE, REASON_TIME];
+/// The headers jwt-relay adds to a copy: the reason, then the origin.
+const ADDED: [&str; 11] = [
+    REASON_KIND,
+    REASON_CLASS,
+    REASON_MESSAGE,
+    REASON_TIME,
+    ORIGINAL_DESTINATION,
+    ORIGINAL_SUBJECT,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    ORIGINAL_STREAM,
+    ORIGINAL_SEQUENCE,
+    ORIGINAL_TIMESTAMP,
+];
 
 /// Headers that carry credentials: left out of every dead-lettered copy, in
 /// any casing, whatever the token header is ([`Redaction::credentials`]
@@ -55,7 +73,7 @@ pub const MAX_REASON_MESSAGE: usize = 512;
 
 /// What a dead-lettered copy leaves out: the token header (unless the user
 /// keeps it), every credential header ([`CREDENTIAL_HEADERS`] by default),
-/// and earlier reason headers (replaced by [`reason_headers`]). Names match
+/// and the reason and origin headers of an earlier copy (replaced by new ones). Names match
 /// in any casing. A carrier with nested values (AMQP tables) applies it at
 /// every level.
 ///
@@ -108,7 +126,7 @@ impl Redaction {
             return self.keep_token;
         }
         !self.credentials.iter().any(|c| name.eq_ignore_ascii_case(c))
-            && !REASONS.iter().any(|r| name.eq_ignore_ascii_case(r))
+            && !ADDED.iter().any(|r| name.eq_ignore_ascii_case(r))
     }
 }
 
@@ -166,6 +184,37 @@ pub fn dead_letter_headers<'a>(
             .into_iter()
             .map(|(name, value)| (name.to_owned(), value.into_bytes())),
     );
+    out
+}
+
+/// The reason headers, then the origin headers, of a copy of the message from `origin`
+/// (see [`DeadLetterCopy::headers`](crate::consume::DeadLetterCopy::headers)).
+pub(crate) fn copy_headers(reason: &Error, origin: &Origin<'_>, now: SystemTime) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = reason_headers(reason, now).into();
+    out.push((ORIGINAL_DESTINATION, printable(origin.destination)));
+    out.push((ORIGINAL_SUBJECT, printable(origin.subject)));
+    match origin.position {
+        Position::Offset { partition, offset } => {
+            out.push((ORIGINAL_PARTITION, partition.to_string()));
+            out.push((ORIGINAL_OFFSET, offset.to_string()));
+        }
+        Position::Sequence { stream, sequence, .. } => {
+            out.push((ORIGINAL_STREAM, printable(stream)));
+            out.push((ORIGINAL_SEQUENCE, sequence.to_string()));
+        }
+        _ => {}
+    }
+    if let Some(published) = origin.published {
+        let ms = published
+            .at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let by = match published.source {
+            TimestampSource::Broker => "broker",
+            TimestampSource::Client => "client",
+        };
+        out.push((ORIGINAL_TIMESTAMP, format!("{ms} {by}")));
+    }
     out
 }
 

@@ -68,6 +68,7 @@ mod backoff;
 mod carrier;
 mod claims;
 mod consume_error;
+pub mod consume;
 mod context;
 mod crypto;
 mod dead_letter;
@@ -75,7 +76,6 @@ mod error;
 mod exchange;
 mod failure;
 mod guard;
-mod handler;
 mod http;
 mod issuer;
 mod jose;
@@ -88,7 +88,6 @@ mod propagator;
 mod publish_error;
 mod read_ahead;
 mod remote;
-mod report;
 mod token_header;
 mod trace_context;
 mod verified_cache;
@@ -109,7 +108,7 @@ pub use consume_error::{ConsumeError, ConsumeErrorKind};
 pub use context::{Acceptance, Actor, AuthContext};
 pub use crypto::crypto_provider;
 pub use dead_letter::{
-    CREDENTIAL_HEADERS, MAX_REASON_MESSAGE, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SEQUENCE,
+    CREDENTIAL_HEADERS, MAX_REASON_MESSAGE, ORIGINAL_DESTINATION, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SEQUENCE,
     ORIGINAL_STREAM, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, REASON_CLASS, REASON_KIND, REASON_MESSAGE,
     REASON_TIME, Redaction, already_dead_lettered, dead_letter_headers, reason_headers,
 };
@@ -119,7 +118,6 @@ pub use exchange::{
     Rfc8693Client, Rfc8693ClientBuilder, TokenExchanger,
 };
 pub use guard::{Guard, GuardBuilder, MessageInfo};
-pub use handler::{HandlerVerdict, after_handler_failure, run_handler};
 pub use issuer::{Issuer, MAX_LEEWAY, dangerous};
 pub use jsonwebtoken::Algorithm;
 pub use key::{Key, alg_name};
@@ -129,7 +127,7 @@ pub use propagator::{Propagator, PropagatorBuilder};
 pub use publish_error::{PublishError, PublishErrorKind};
 pub use read_ahead::ReadAhead;
 pub use remote::RemoteOptions;
-pub use report::{EventOutcome, RunReport, Stats};
+pub use consume::{Event, EventOutcome, Position, RunReport, Stats};
 pub use token_header::TokenHeader;
 pub use verifier::{Verifier, VerifierBuilder, now_unix};
 

@@ -1,30 +1,30 @@
 //! Consuming as every adapter does: the Guard decides, the handler runs in
 //! the verified identity's scope, and each outcome maps onto the broker.
 
+use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use super::broker::{MemoryBroker, Next, dead_letter_topic};
-use super::delivery::{Delivery, RunReport};
-use super::message::{Message, MessageId};
+use super::delivery::Delivery;
+use super::message::Message;
 use crate::backoff::Backoff;
 use crate::carrier::Headers;
+use crate::consume::{
+    self, CopyFailed, DeadLetterCopy, Engine, Event, Incoming, Position, Reporter, Retried, RunReport,
+    Settle, Stats, Tries,
+};
 use crate::context::AuthContext;
-use crate::dead_letter::{already_dead_lettered, dead_letter_headers};
 use crate::error::{Error, Result};
-use crate::guard::{Guard, MessageInfo};
-use crate::handler::{HandlerVerdict, after_handler_failure, run_handler};
-use crate::observe::consume_span;
-use crate::policy::Outcome;
-use crate::report::EventOutcome;
+use crate::guard::Guard;
 
-/// Consumes one topic of a [`MemoryBroker`] through a [`Guard`]:
+/// Consumes one topic of a [`MemoryBroker`] through a [`Guard`], with the
+/// same [`Engine`] as every broker adapter:
 ///
 /// | outcome | what happens to the message |
 /// |---|---|
@@ -40,11 +40,8 @@ use crate::report::EventOutcome;
 pub struct MemoryConsumer {
     broker: MemoryBroker,
     topic: String,
-    guard: Guard,
-    max_attempts: u32,
     dead_letter_topic: String,
-    keep_token: bool,
-    backoff: Backoff,
+    engine: Engine,
 }
 
 enum Step {
@@ -64,17 +61,14 @@ impl MemoryConsumer {
             broker,
             dead_letter_topic: dead_letter_topic(&topic),
             topic,
-            guard,
-            max_attempts: 3,
-            keep_token: false,
-            backoff: Backoff::default(),
+            engine: Engine::new(guard, Reporter::new("memory")),
         }
     }
 
     /// How many times the handler is called for one message before it is
     /// dead-lettered (3; at least 1).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+        self.engine = self.engine.max_attempts(attempts);
         self
     }
 
@@ -88,14 +82,21 @@ impl MemoryConsumer {
     /// dead-letter topic is read by operators and tools, and should not
     /// hold usable tokens.
     pub fn keep_token_in_dead_letters(mut self) -> Self {
-        self.keep_token = true;
+        self.engine = self.engine.keep_token(true);
         self
     }
 
     /// The backoff between handler attempts (transient verification
     /// failures use the guard's).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.engine = self.engine.backoff(backoff);
+        self
+    }
+
+    /// Calls `callback` with what happened to each message, as it happens.
+    /// Keep it quick: it runs on the message path.
+    pub fn on_event(mut self, callback: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
+        self.engine = self.engine.on_event(callback);
         self
     }
 
@@ -104,61 +105,70 @@ impl MemoryConsumer {
         &self.topic
     }
 
+    /// The live counters of every run of this consumer and its clones.
+    pub fn stats(&self) -> Stats {
+        self.engine.stats().clone()
+    }
+
     /// Processes messages in order until none is ready and none is
     /// scheduled for a retry, waiting for scheduled retries to come due.
-    /// On [`Outcome::Halt`] it stops and returns the error, leaving the
-    /// message in the topic.
+    /// On a halt it stops and returns the error, leaving the message in the
+    /// topic. Returns what this run did.
     pub async fn run_until_idle<H, Fut, E>(&self, handler: H) -> Result<RunReport>
     where
         H: Fn(Delivery) -> Fut,
         Fut: Future<Output = Result<(), E>> + Send,
         E: Display,
     {
-        let mut report = RunReport::default();
+        let before = self.engine.stats().snapshot();
         loop {
-            match self.step(&handler, &mut report).await? {
+            match self.step(&self.engine, &handler).await? {
                 Step::Processed => {}
                 Step::Wait(due) => tokio::time::sleep_until(due).await,
-                Step::Idle => return Ok(report),
+                Step::Idle => return Ok(self.engine.stats().snapshot().since(&before)),
             }
         }
     }
 
     /// Processes messages as they arrive until `shutdown` completes (checked
-    /// between messages: a handler that started finishes) or a halt.
+    /// between messages: a handler that started finishes; its output is
+    /// ignored) or a halt. Returns what this run did.
     pub async fn run<H, Fut, E, S>(&self, handler: H, shutdown: S) -> Result<RunReport>
     where
         H: Fn(Delivery) -> Fut,
         Fut: Future<Output = Result<(), E>> + Send,
         E: Display,
-        S: Future<Output = ()>,
+        S: Future,
     {
-        let mut report = RunReport::default();
-        let mut shutdown = pin!(shutdown);
+        let before = self.engine.stats().snapshot();
+        let report = || self.engine.stats().snapshot().since(&before);
+        let mut shutdown = pin!(async {
+            shutdown.await;
+        });
         loop {
             if poll_fn(|cx| Poll::Ready(shutdown.as_mut().poll(cx).is_ready())).await {
-                return Ok(report);
+                return Ok(report());
             }
             // Registered before looking, so a publish in between still wakes us.
             let mut changed = pin!(self.broker.changed());
             changed.as_mut().enable();
-            match self.step(&handler, &mut report).await? {
+            match self.step(&self.engine, &handler).await? {
                 Step::Processed => {}
                 Step::Wait(due) => tokio::select! {
-                    () = &mut shutdown => return Ok(report),
+                    () = &mut shutdown => return Ok(report()),
                     () = tokio::time::sleep_until(due) => {}
                     () = changed => {}
                 },
                 Step::Idle => tokio::select! {
-                    () = &mut shutdown => return Ok(report),
+                    () = &mut shutdown => return Ok(report()),
                     () = changed => {}
                 },
             }
         }
     }
 
-    /// Takes the next ready message, if any, and settles it.
-    async fn step<H, Fut, E>(&self, handler: &H, report: &mut RunReport) -> Result<Step>
+    /// Takes the next ready message, if any, and decides on it.
+    async fn step<H, Fut, E>(&self, engine: &Engine, handler: &H) -> Result<Step>
     where
         H: Fn(Delivery) -> Fut,
         Fut: Future<Output = Result<(), E>> + Send,
@@ -169,160 +179,93 @@ impl MemoryConsumer {
             Next::Wait(due) => return Ok(Step::Wait(due)),
             Next::Idle => return Ok(Step::Idle),
         };
-        let lease = Lease::new(&self.broker, &self.topic, message.id);
-        let info = MessageInfo::new(&self.topic)
-            .published(message.published)
-            .attempt(message.attempt);
-        let span = consume_span("memory", &self.topic, &message.headers);
-        let id = message.id;
-        let observe = |outcome: EventOutcome<'_>| outcome.observe("memory", &self.topic, &id);
-        async {
-            match self.guard.check(&message.headers, &info).await {
-                Outcome::Accept(context) => {
-                    self.handle(lease, context, message, failures, handler, report)
-                        .await;
-                }
-                Outcome::Reject(reason) => self.dead_letter(lease, &message, &reason, report),
-                Outcome::Retry(error, delay) => {
-                    lease.retry(delay, failures);
-                    report.retried += 1;
-                    observe(EventOutcome::Retry {
-                        reason: &error,
-                        delay,
-                    });
-                }
-                Outcome::Halt(error) => {
-                    observe(EventOutcome::Halted(&error));
-                    drop(lease);
-                    return Err(error);
-                }
-            }
-            Ok(())
-        }
-        .instrument(span)
-        .await?;
-        Ok(Step::Processed)
-    }
-
-    /// Runs the handler in the identity's scope, catching a panic, and
-    /// acknowledges, retries or dead-letters.
-    async fn handle<H, Fut, E>(
-        &self,
-        lease: Lease<'_>,
-        context: AuthContext,
-        message: Message,
-        failures: u32,
-        handler: &H,
-        report: &mut RunReport,
-    ) where
-        H: Fn(Delivery) -> Fut,
-        Fut: Future<Output = Result<(), E>> + Send,
-        E: Display,
-    {
-        let delivery = Delivery {
-            context: context.clone(),
-            message: message.clone(),
+        let incoming = Incoming {
+            headers: &message.headers,
+            destination: &self.topic,
+            subject: &message.topic,
+            position: Position::Id(message.id.get()),
+            published: Some(message.published),
+            tries: Tries {
+                checks: message.attempt.saturating_sub(failures),
+                failures,
+                copies: 0,
+            },
         };
-        // The call itself happens inside the guarded future, so a handler
-        // that panics before returning its future is caught too.
-        let failure = match run_handler(context.clone(), async move { handler(delivery).await }).await {
-            Ok(()) => {
-                lease.ack();
-                report.accepted += 1;
-                EventOutcome::Accepted(&context).observe("memory", &self.topic, &message.id);
-                return;
-            }
-            Err(e) => e,
+        let mut lease = Lease {
+            broker: &self.broker,
+            topic: &self.topic,
+            dead_letter_topic: &self.dead_letter_topic,
+            message: &message,
+            settled: false,
         };
-        report.handler_failures += 1;
-        let failures = failures.saturating_add(1);
-        match after_handler_failure(failures, self.max_attempts, &self.backoff, &failure) {
-            HandlerVerdict::Retry(delay) => {
-                lease.retry(delay, failures);
-                report.retried += 1;
-                let outcome = EventOutcome::HandlerFailed {
-                    reason: &failure,
-                    delay,
-                };
-                outcome.observe("memory", &self.topic, &message.id);
-            }
-            HandlerVerdict::DeadLetter(reason) => self.dead_letter(lease, &message, &reason, report),
-        }
-    }
-
-    /// Publishes the copy and settles the original, or, when the message
-    /// already is a dead-lettered copy, settles it without another.
-    fn dead_letter(&self, lease: Lease<'_>, message: &Message, reason: &Error, report: &mut RunReport) {
-        if let Some(again) = already_dead_lettered(&message.headers) {
-            lease.ack();
-            report.rejected += 1;
-            let outcome = EventOutcome::Rejected {
-                reason: &again,
-                dead_letter: None,
+        let handle = |context: AuthContext, _| {
+            let delivery = Delivery {
+                context,
+                message: message.clone(),
             };
-            outcome.observe("memory", &self.topic, &message.id);
-            return;
-        }
-        let mut headers = Headers::new();
-        let kept = dead_letter_headers(
-            message.headers.iter(),
-            reason,
-            &self.guard.redaction(self.keep_token),
-            SystemTime::now(),
-        );
-        for (name, value) in kept {
-            headers.append(name, value);
-        }
-        lease.dead_letter(&self.dead_letter_topic, headers);
-        report.dead_lettered += 1;
-        let outcome = EventOutcome::Rejected {
-            reason,
-            dead_letter: Some(&self.dead_letter_topic),
+            handler(delivery)
         };
-        outcome.observe("memory", &self.topic, &message.id);
+        match engine.process(&incoming, &mut lease, handle).await {
+            consume::Step::Done | consume::Step::Again { .. } => Ok(Step::Processed),
+            consume::Step::Halt(error) => Err(error),
+            consume::Step::Stop(never) => match never {},
+        }
     }
 }
 
-/// A message taken from its topic. Settled exactly once; dropped unsettled
-/// (a halt, or a consumer future dropped mid-message) it goes back as it was.
+/// A message taken from its topic: the in-memory broker's settle verbs. Settled at most once;
+/// dropped unsettled (a halt, or a consumer future dropped mid-message) it goes back as it was.
 struct Lease<'a> {
     broker: &'a MemoryBroker,
     topic: &'a str,
-    id: MessageId,
+    dead_letter_topic: &'a str,
+    message: &'a Message,
     settled: bool,
 }
 
-impl<'a> Lease<'a> {
-    fn new(broker: &'a MemoryBroker, topic: &'a str, id: MessageId) -> Self {
-        Lease {
-            broker,
-            topic,
-            id,
-            settled: false,
-        }
-    }
+impl Settle for Lease<'_> {
+    type Stop = Infallible;
 
-    fn ack(mut self) {
+    async fn ack(&mut self) -> bool {
         self.settled = true;
-        self.broker.ack(self.topic, self.id);
+        self.broker.ack(self.topic, self.message.id);
+        true
     }
 
-    fn retry(mut self, delay: Duration, failures: u32) {
-        self.settled = true;
-        self.broker.retry(self.topic, self.id, delay, failures);
-    }
-
-    fn dead_letter(mut self, dead_letter_topic: &str, headers: Headers) {
+    async fn retry(&mut self, delay: Duration, tries: Tries) -> Result<Retried, Infallible> {
         self.settled = true;
         self.broker
-            .dead_letter(self.topic, self.id, dead_letter_topic, headers);
+            .retry(self.topic, self.message.id, delay, tries.failures);
+        Ok(Retried::Scheduled)
     }
+
+    async fn dead_letter(&mut self, copy: &DeadLetterCopy<'_>) -> Result<Option<String>, CopyFailed<Infallible>> {
+        let mut headers = Headers::new();
+        for (name, value) in self.message.headers.iter() {
+            if copy.redaction.keeps(name) {
+                headers.append(name, value);
+            }
+        }
+        for (name, value) in copy.headers() {
+            headers.append(name, value);
+        }
+        self.settled = true;
+        self.broker
+            .dead_letter(self.topic, self.message.id, self.dead_letter_topic, headers);
+        Ok(Some(self.dead_letter_topic.to_owned()))
+    }
+
+    async fn discard(&mut self, _reason: &Error) -> bool {
+        self.ack().await
+    }
+
+    async fn release(&mut self) {}
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if !self.settled {
-            self.broker.release(self.topic, self.id);
+            self.broker.release(self.topic, self.message.id);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! What a handler receives, and what a consumer run did.
+//! What a handler receives.
 
 use super::message::{Message, MessageId};
 use crate::carrier::Headers;
@@ -49,23 +49,4 @@ impl Delivery {
     pub fn message(&self) -> &Message {
         &self.message
     }
-}
-
-/// What one run of a [`MemoryConsumer`](super::MemoryConsumer) did.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunReport {
-    /// Messages the handler processed (then acknowledged).
-    pub accepted: u64,
-    /// Messages moved to the dead-letter topic: rejected by the guard, or
-    /// out of handler attempts.
-    pub dead_lettered: u64,
-    /// Messages acknowledged without a copy because they already were
-    /// dead-lettered copies ([`ErrorKind::AlreadyDeadLettered`](crate::ErrorKind::AlreadyDeadLettered)).
-    pub rejected: u64,
-    /// Redeliveries scheduled: transient failures, and handler failures
-    /// with attempts left.
-    pub retried: u64,
-    /// Handler calls that returned an error or panicked.
-    pub handler_failures: u64,
 }

@@ -65,6 +65,6 @@ mod publisher;
 
 pub use broker::{Counters, MemoryBroker};
 pub use consumer::MemoryConsumer;
-pub use delivery::{Delivery, RunReport};
+pub use delivery::Delivery;
 pub use message::{Message, MessageId};
 pub use publisher::MemoryPublisher;

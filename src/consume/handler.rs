@@ -1,7 +1,7 @@
 //! Running a user's handler: with its identity in scope, and with its
 //! failures (errors and panics) turned into one [`Error`] of kind
 //! [`ErrorKind::Handler`], so a bad message never takes a consumer down.
-//! Every transport (the in-memory one and each broker adapter) calls this.
+//! The [`Engine`](super::Engine) calls this for every transport.
 
 use std::any::Any;
 use std::fmt::Display;
@@ -23,7 +23,7 @@ use crate::error::{Error, ErrorKind};
 ///
 /// Pass the call inside an `async move { handler(message).await }` block, so
 /// a handler that panics before returning its future is caught too.
-pub async fn run_handler<F, E>(context: AuthContext, handler: F) -> Result<(), Error>
+pub(crate) async fn run_handler<F, E>(context: AuthContext, handler: F) -> Result<(), Error>
 where
     F: Future<Output = Result<(), E>>,
     E: Display,
@@ -43,7 +43,7 @@ where
 /// decides the same way ([`after_handler_failure`]) and maps the verdict
 /// onto its broker.
 #[derive(Debug)]
-pub enum HandlerVerdict {
+pub(crate) enum HandlerVerdict {
     /// Attempts are left: deliver it to the handler again after this delay.
     Retry(Duration),
     /// Out of attempts: dead-letter it with this reason (an
@@ -56,7 +56,7 @@ pub enum HandlerVerdict {
 /// [`run_handler`]): while `failures < max_attempts`, retry after
 /// `backoff.delay(failures - 1)`; else dead-letter with the reason "the
 /// handler failed N times; the last time: …".
-pub fn after_handler_failure(
+pub(crate) fn after_handler_failure(
     failures: u32,
     max_attempts: u32,
     backoff: &Backoff,

@@ -1,7 +1,6 @@
 //! What happened to each consumed message ([`EventOutcome`]), and the
-//! counts a consumer keeps of it ([`Stats`], [`RunReport`]). Every broker
-//! adapter reports through these, each with its own event struct naming
-//! where the message was (subject, topic and partition, …).
+//! counts a consumer keeps of it ([`Stats`], [`RunReport`]), the same on
+//! every transport.
 
 use std::fmt;
 use std::sync::Arc;
@@ -40,7 +39,7 @@ pub enum EventOutcome<'a> {
     /// The handler failed (returned an error or panicked) and will be tried
     /// again after `delay`.
     HandlerFailed {
-        /// The handler's error, as [`jwt_relay::ErrorKind::Handler`].
+        /// The handler's error, as [`ErrorKind::Handler`](crate::ErrorKind::Handler).
         reason: &'a Error,
         /// How long until the next try.
         delay: Duration,
@@ -56,15 +55,19 @@ pub enum EventOutcome<'a> {
 pub struct RunReport {
     /// Messages the handler processed successfully.
     pub accepted: u64,
-    /// Messages reported as rejected (guard rejections and handlers out of
-    /// attempts).
+    /// Messages rejected: by the guard, or out of handler attempts, whether
+    /// or not a copy was stored.
     pub rejected: u64,
-    /// Dead-lettered copies published.
+    /// Of those, the ones whose copy is in the dead-letter destination.
     pub dead_lettered: u64,
-    /// Retries scheduled for transient failures.
+    /// Retries for transient failures (a dependency down, a copy not
+    /// stored).
     pub retried: u64,
     /// Handler calls that failed (returned an error or panicked).
     pub handler_failures: u64,
+    /// Times the consumer connected again after losing its connection
+    /// (RabbitMQ; the Kafka and NATS clients reconnect on their own).
+    pub reconnects: u64,
 }
 
 /// Live counters of a subscriber, service or consumer: cheap to clone, and
@@ -81,6 +84,7 @@ struct Counters {
     dead_lettered: AtomicU64,
     retried: AtomicU64,
     handler_failures: AtomicU64,
+    reconnects: AtomicU64,
 }
 
 impl Stats {
@@ -93,6 +97,21 @@ impl Stats {
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
             retried: c.retried.load(Ordering::Relaxed),
             handler_failures: c.handler_failures.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl RunReport {
+    /// What was counted since `earlier`, a snapshot of the same [`Stats`].
+    pub fn since(&self, earlier: &RunReport) -> RunReport {
+        RunReport {
+            accepted: self.accepted.saturating_sub(earlier.accepted),
+            rejected: self.rejected.saturating_sub(earlier.rejected),
+            dead_lettered: self.dead_lettered.saturating_sub(earlier.dead_lettered),
+            retried: self.retried.saturating_sub(earlier.retried),
+            handler_failures: self.handler_failures.saturating_sub(earlier.handler_failures),
+            reconnects: self.reconnects.saturating_sub(earlier.reconnects),
         }
     }
 }
@@ -155,9 +174,15 @@ impl EventOutcome<'_> {
 }
 
 impl Stats {
-    /// Counts one event: a consumer calls this as it reports each message.
+    /// Counts one event ([`Reporter::report`](super::Reporter::report) does).
     pub fn record(&self, outcome: &EventOutcome<'_>) {
         let c = &self.counters;
+        if let EventOutcome::Rejected {
+            dead_letter: Some(_), ..
+        } = outcome
+        {
+            c.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
         let counter = match outcome {
             EventOutcome::Accepted(_) => &c.accepted,
             EventOutcome::Rejected { .. } => &c.rejected,
@@ -168,15 +193,15 @@ impl Stats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a dead-lettered copy that the broker stored.
-    pub fn dead_lettered(&self) {
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Counts a handler failure that ends in a rejection (the rejection is
     /// counted on its own, by [`record`](Self::record)).
-    pub fn handler_failed(&self) {
+    pub(crate) fn handler_failed(&self) {
         self.counters.handler_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a reconnection.
+    pub fn reconnected(&self) {
+        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -198,7 +223,6 @@ mod tests {
             reason: &reason,
             dead_letter: Some("orders.dlq"),
         });
-        stats.dead_lettered();
         stats.handler_failed();
         stats.record(&EventOutcome::Halted(&reason));
         let report = view.snapshot();
