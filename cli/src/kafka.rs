@@ -191,10 +191,13 @@ fn consumed<'a>(event: &'a Event<'a>) -> Option<Consumed<'a>> {
         }
         _ => return None,
     };
+    let jwt_relay::Position::Offset { partition, offset } = event.position else {
+        return None;
+    };
     Some(Consumed {
-        topic: event.topic,
-        partition: event.partition,
-        offset: event.offset,
+        topic: event.destination,
+        partition,
+        offset,
         outcome,
         sub,
         kind: error.map(|e| e.kind().as_str()),

@@ -26,7 +26,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
-use crate::event::{Event, Reporter};
+use jwt_relay::consume::{Engine, Event, Reporter};
 use crate::headers::KafkaHeaders;
 use crate::partition::{Incoming, Partition, Signal, StoredOffset, set_paused};
 
@@ -121,7 +121,7 @@ impl ConsumerContext for Rebalances {
 ///             println!("order from {:?}", delivery.context().subject());
 ///             Ok::<_, std::io::Error>(())
 ///         },
-///         std::future::pending(), // a shutdown signal, such as Ctrl-C
+///         std::future::pending::<()>(), // a shutdown signal, such as Ctrl-C
 ///     )
 ///     .await?;
 /// println!("{} handled", report.accepted);
@@ -137,15 +137,13 @@ pub struct Consumer {
 pub(crate) struct Inner {
     pub(crate) consumer: StreamConsumer<Rebalances>,
     pub(crate) producer: FutureProducer,
-    pub(crate) guard: Guard,
+    pub(crate) engine: Engine,
     pub(crate) topics: Vec<String>,
     pub(crate) dead_letter: DeadLetter,
-    pub(crate) keep_token: bool,
-    pub(crate) max_attempts: u32,
+    /// Between tries at seeking back.
     pub(crate) backoff: Backoff,
     pub(crate) buffer: usize,
     pub(crate) concurrency: Semaphore,
-    pub(crate) reporter: Reporter,
     pub(crate) limit: Option<u64>,
     /// Records started and settled under the limit.
     pub(crate) taken: AtomicU64,
@@ -167,14 +165,10 @@ impl fmt::Debug for Consumer {
         let inner = &self.inner;
         f.debug_struct("Consumer")
             .field("topics", &inner.topics)
-            .field("guard", &inner.guard)
+            .field("engine", &inner.engine)
             .field("dead_letter", &inner.dead_letter)
-            .field("keep_token", &inner.keep_token)
-            .field("max_attempts", &inner.max_attempts)
-            .field("backoff", &inner.backoff)
             .field("buffer", &inner.buffer)
             .field("limit", &inner.limit)
-            .field("stats", &inner.reporter.stats)
             .finish_non_exhaustive()
     }
 }
@@ -182,16 +176,13 @@ impl fmt::Debug for Consumer {
 /// Builds a [`Consumer`].
 pub struct ConsumerBuilder {
     config: ClientConfig,
-    guard: Guard,
+    engine: Engine,
     topics: Vec<String>,
     producer: Option<FutureProducer>,
     dead_letter: DeadLetter,
-    keep_token: bool,
-    max_attempts: u32,
     backoff: Backoff,
     buffer: usize,
     concurrency: usize,
-    reporter: Reporter,
     limit: Option<u64>,
     produce_timeout: Duration,
 }
@@ -201,7 +192,7 @@ impl fmt::Debug for ConsumerBuilder {
         f.debug_struct("ConsumerBuilder")
             .field("topics", &self.topics)
             .field("dead_letter", &self.dead_letter)
-            .field("max_attempts", &self.max_attempts)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
@@ -214,16 +205,13 @@ impl Consumer {
     pub fn builder(config: &ClientConfig, guard: Guard) -> ConsumerBuilder {
         ConsumerBuilder {
             config: config.clone(),
-            guard,
+            engine: Engine::new(guard, Reporter::new("kafka")),
             topics: Vec::new(),
             producer: None,
             dead_letter: DeadLetter::default(),
-            keep_token: false,
-            max_attempts: 3,
             backoff: Backoff::default(),
             buffer: 64,
             concurrency: 16,
-            reporter: Reporter::default(),
             limit: None,
             produce_timeout: Duration::from_secs(30),
         }
@@ -231,7 +219,7 @@ impl Consumer {
 
     /// The counts so far; readable while [`run`](Self::run) runs.
     pub fn stats(&self) -> Stats {
-        self.inner.reporter.stats.clone()
+        self.inner.engine.stats().clone()
     }
 
     /// The rdkafka consumer, for what this wrapper does not do (lag, watermarks).
@@ -256,7 +244,7 @@ impl Consumer {
         H: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
         E: Display + 'static,
-        S: Future<Output = ()>,
+        S: Future,
     {
         let inner = &self.inner;
         let topics: Vec<&str> = inner.topics.iter().map(String::as_str).collect();
@@ -271,7 +259,7 @@ impl Consumer {
         inner.settled.store(0, Ordering::SeqCst);
         if inner.limit == Some(0) {
             self.close().await;
-            return Ok(inner.reporter.stats.snapshot());
+            return Ok(inner.engine.stats().snapshot());
         }
         // The dispatcher runs as a task of its own, beside the partitions' tasks, wherever
         // `run` is awaited: from a thread outside the runtime (`#[tokio::main]`'s), every
@@ -280,7 +268,7 @@ impl Consumer {
         let mut dispatcher = AbortOnDrop(tokio::spawn(self.clone().dispatch(Arc::new(handler), quitting)));
         let dispatched = tokio::select! {
             done = &mut dispatcher.0 => done,
-            () = shutdown => {
+            _ = shutdown => {
                 let _ = quit.send(());
                 (&mut dispatcher.0).await
             }
@@ -292,7 +280,7 @@ impl Consumer {
             ))
         });
         self.close().await;
-        result.map(|()| inner.reporter.stats.snapshot())
+        result.map(|()| inner.engine.stats().snapshot())
     }
 
     /// Reads records and hands each to its partition's task, until `quitting` fires, the
@@ -307,7 +295,7 @@ impl Consumer {
         let (stop, stopping) = watch::channel(false);
         let (signal, mut signals) = mpsc::unbounded_channel();
         let mut partitions = Partitions::default();
-        let mut ahead = ReadAhead::new(inner.guard.verifier().clone());
+        let mut ahead = ReadAhead::new(inner.engine.guard().verifier().clone());
         let mut tasks = JoinSet::new();
         let mut result = Ok(());
         {
@@ -462,19 +450,20 @@ impl ConsumerBuilder {
     /// Keeps the token header in dead-lettered copies. Off by default: a dead-letter topic is
     /// read by operators and tools, and should not hold usable tokens.
     pub fn keep_token_in_dead_letters(mut self) -> Self {
-        self.keep_token = true;
+        self.engine = self.engine.keep_token(true);
         self
     }
 
     /// How many times the handler is called for one record before it is dead-lettered (3; at
     /// least 1).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+        self.engine = self.engine.max_attempts(attempts);
         self
     }
 
     /// The backoff between handler attempts (transient verification failures use the guard's).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.engine = self.engine.backoff(backoff);
         self.backoff = backoff;
         self
     }
@@ -513,7 +502,7 @@ impl ConsumerBuilder {
     /// Calls `callback` with what happened to each record, as it happens, from the record's
     /// partition task: for logs, metrics and tools. It must not block.
     pub fn on_event(mut self, callback: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
-        self.reporter.callback = Some(Arc::new(callback));
+        self.engine = self.engine.on_event(callback);
         self
     }
 
@@ -551,15 +540,12 @@ impl ConsumerBuilder {
             inner: Arc::new(Inner {
                 consumer,
                 producer,
-                guard: self.guard,
+                engine: self.engine,
                 topics: self.topics,
                 dead_letter: self.dead_letter,
-                keep_token: self.keep_token,
-                max_attempts: self.max_attempts,
                 backoff: self.backoff,
                 buffer: self.buffer,
                 concurrency: Semaphore::new(self.concurrency),
-                reporter: self.reporter,
                 limit: self.limit,
                 taken: AtomicU64::new(0),
                 settled: AtomicU64::new(0),

@@ -1,11 +1,6 @@
 //! Where rejected records go, and what their copies carry.
 
-use std::time::SystemTime;
-
-use jwt_relay::{
-    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Redaction, reason_headers,
-};
-use rdkafka::Timestamp;
+use jwt_relay::consume::DeadLetterCopy;
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage};
 
 /// The dead-letter topic of a consumer: `<topic>.dlq` by default (one per consumed topic), or
@@ -51,51 +46,24 @@ impl DeadLetter {
     }
 }
 
-/// Our own headers, replaced rather than copied (a record could carry spoofed ones).
-const ORIGINS: [&str; 4] = [
-    ORIGINAL_SUBJECT,
-    ORIGINAL_PARTITION,
-    ORIGINAL_OFFSET,
-    ORIGINAL_TIMESTAMP,
-];
-
 /// The headers of a dead-lettered copy: the original ones in order (null values kept; none
-/// unless `with_headers`), minus what `redaction` leaves out (the token, the credentials), plus
-/// the reason and where the record was.
-pub(crate) fn copy_headers(
-    record: &OwnedMessage,
-    reason: &jwt_relay::Error,
-    redaction: &Redaction,
-    with_headers: bool,
-) -> OwnedHeaders {
+/// unless `with_headers`), minus what the copy's redaction leaves out (the token, the
+/// credentials, earlier reason and origin headers), plus the reason and where the record was.
+pub(crate) fn copy_headers(record: &OwnedMessage, copy: &DeadLetterCopy<'_>, with_headers: bool) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     let original = record.headers().filter(|_| with_headers);
     let kept = original
         .into_iter()
         .flat_map(|h| h.iter())
-        .filter(|h| redaction.keeps(h.key) && !ORIGINS.iter().any(|o| h.key.eq_ignore_ascii_case(o)));
+        .filter(|h| copy.redaction.keeps(h.key));
     for header in kept {
         out = out.insert(header);
     }
-    let timestamp = match record.timestamp() {
-        Timestamp::CreateTime(ms) => Some(format!("{ms} create-time")),
-        Timestamp::LogAppendTime(ms) => Some(format!("{ms} log-append-time")),
-        Timestamp::NotAvailable => None,
-    };
-    let origin = [
-        (ORIGINAL_SUBJECT, Some(record.topic().to_owned())),
-        (ORIGINAL_PARTITION, Some(record.partition().to_string())),
-        (ORIGINAL_OFFSET, Some(record.offset().to_string())),
-        (ORIGINAL_TIMESTAMP, timestamp),
-    ];
-    let reasons = reason_headers(reason, SystemTime::now()).map(|(name, value)| (name, Some(value)));
-    for (key, value) in reasons.into_iter().chain(origin) {
-        if let Some(value) = value {
-            out = out.insert(Header {
-                key,
-                value: Some(&value),
-            });
-        }
+    for (key, value) in copy.headers() {
+        out = out.insert(Header {
+            key,
+            value: Some(&value),
+        });
     }
     out
 }
@@ -104,7 +72,13 @@ pub(crate) fn copy_headers(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use jwt_relay::{ErrorKind, REASON_CLASS, REASON_KIND};
+    use std::time::{Duration, SystemTime};
+
+    use jwt_relay::consume::Origin;
+    use jwt_relay::{
+        ErrorKind, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position,
+        PublishTime, REASON_CLASS, REASON_KIND, Redaction,
+    };
     use rdkafka::Timestamp;
 
     fn value<'a>(headers: &'a OwnedHeaders, name: &str) -> Vec<Option<&'a [u8]>> {
@@ -148,8 +122,22 @@ mod tests {
             Some(original),
         );
         let reason = jwt_relay::Error::new(ErrorKind::BadSignature, "key `k1` says no");
-        let redaction = Redaction::new(jwt_relay::TokenHeader::default());
-        let copy = copy_headers(&record, &reason, &redaction, true);
+        let published = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        let mut dead_letter = DeadLetterCopy {
+            reason: &reason,
+            redaction: Redaction::new(jwt_relay::TokenHeader::default()),
+            origin: Origin {
+                destination: "orders",
+                subject: "orders",
+                position: Position::Offset {
+                    partition: 2,
+                    offset: 17,
+                },
+                published: Some(PublishTime::broker(published)),
+            },
+            now: SystemTime::now(),
+        };
+        let copy = copy_headers(&record, &dead_letter, true);
         assert!(value(&copy, "authorization").is_empty());
         assert!(value(&copy, "Cookie").is_empty(), "no credential either");
         assert_eq!(value(&copy, "x-order"), [Some(&b"42"[..])]);
@@ -161,9 +149,10 @@ mod tests {
         assert_eq!(value(&copy, ORIGINAL_OFFSET), [Some(&b"17"[..])]);
         assert_eq!(
             value(&copy, ORIGINAL_TIMESTAMP),
-            [Some(&b"1700000000000 log-append-time"[..])]
+            [Some(&b"1700000000000 broker"[..])]
         );
-        let kept = copy_headers(&record, &reason, &redaction.keep_token(true), true);
+        dead_letter.redaction = dead_letter.redaction.keep_token(true);
+        let kept = copy_headers(&record, &dead_letter, true);
         assert_eq!(
             value(&kept, "authorization").len(),
             1,

@@ -50,7 +50,7 @@
 //!                 producer.send(invoice, None).await.map(|_| ())
 //!             }
 //!         },
-//!         std::future::pending(),
+//!         std::future::pending::<()>(),
 //!     )
 //!     .await?;
 //! # Ok(())
@@ -60,7 +60,6 @@
 mod consumer;
 mod dead_letter;
 mod delivery;
-mod event;
 mod headers;
 mod partition;
 mod producer;
@@ -69,11 +68,10 @@ mod topics;
 pub use consumer::{Consumer, ConsumerBuilder, Result};
 pub use dead_letter::DeadLetter;
 pub use delivery::Delivery;
-pub use event::Event;
 pub use headers::KafkaHeaders;
 pub use jwt_relay::{
-    ConsumeError as Error, ConsumeErrorKind as ErrorKind, EventOutcome, ORIGINAL_OFFSET, ORIGINAL_PARTITION,
-    ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, RunReport, Stats,
+    ConsumeError as Error, ConsumeErrorKind as ErrorKind, Event, EventOutcome, ORIGINAL_DESTINATION,
+    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position, RunReport, Stats,
 };
 pub use producer::Producer;
 /// The rdkafka version this crate is built on.

@@ -8,11 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use jwt_relay::observe::consume_span;
-use jwt_relay::{
-    ErrorKind, EventOutcome, HandlerVerdict, MessageInfo, Outcome, PublishTime, after_handler_failure,
-    already_dead_lettered, run_handler,
-};
+use std::convert::Infallible;
+
+use jwt_relay::consume::{self, CopyFailed, DeadLetterCopy, Retried, Settle};
+use jwt_relay::{ErrorKind, Position, PublishTime};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Headers as _;
@@ -21,12 +20,10 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
-use tracing::Instrument as _;
 
 use crate::consumer::{Inner, Rebalances};
 use crate::dead_letter::copy_headers;
 use crate::delivery::Delivery;
-use crate::event::Event;
 use crate::headers::KafkaHeaders;
 
 /// A record on its way to its partition's task.
@@ -79,12 +76,8 @@ struct Tries {
     at: Option<(i64, u64)>,
     /// Whether it holds one of the limit's tickets, not yet settled.
     ticket: bool,
-    /// Guard checks that ended in a retry.
-    checks: u32,
-    /// Handler calls that failed.
-    failures: u32,
-    /// Dead-letter copies that could not be written.
-    copies: u32,
+    /// The engine's counts.
+    tried: consume::Tries,
 }
 
 pub(crate) struct Partition<H> {
@@ -169,13 +162,7 @@ where
                 let Ok(_permit) = self.inner.concurrency.acquire().await else {
                     break;
                 };
-                let span = if incoming.readable {
-                    let headers = KafkaHeaders::new(incoming.record.headers());
-                    consume_span("kafka", &self.topic, &headers)
-                } else {
-                    consume_span("kafka", &self.topic, &jwt_relay::Headers::new())
-                };
-                self.process(&incoming, &mut tries).instrument(span).await
+                self.process(&incoming, &mut tries).await
             };
             match step {
                 Step::Settled => {
@@ -228,153 +215,68 @@ where
         }
     }
 
-    /// One try at `record`: the guard, then the handler or the dead-letter topic.
+    /// One try at `record`, decided by the engine and settled through [`Settler`].
     async fn process(&self, incoming: &Incoming, tries: &mut Tries) -> Step {
         let record = &incoming.record;
-        if !incoming.readable {
+        let mut settler = Settler {
+            inner: &self.inner,
+            offsets: &self.offsets,
+            topic: &self.topic,
+            record,
+            with_headers: incoming.readable,
+        };
+        let step = if incoming.readable {
+            let headers = KafkaHeaders::new(record.headers());
+            let message = self.incoming(&headers, record, tries.tried);
+            let handler = &self.handler;
+            let handle = |context, tries: consume::Tries| {
+                let delivery = Delivery {
+                    context,
+                    record: record.clone(),
+                    attempt: tries.failures,
+                };
+                handler(delivery)
+            };
+            self.inner
+                .engine
+                .process(&message, &mut settler, handle)
+                .await
+        } else {
             let reason = jwt_relay::Error::new(
                 ErrorKind::Malformed,
                 "a header name is not UTF-8 text; the copy keeps none of the headers",
             );
-            return self.dead_letter(record, &reason, tries, false).await;
-        }
-        let mut info = MessageInfo::new(self.topic.as_str()).attempt(tries.checks);
-        info.published = publish_time(record.timestamp());
-        let headers = KafkaHeaders::new(record.headers());
-        match self.inner.guard.check(&headers, &info).await {
-            Outcome::Accept(context) => {
-                let delivery = Delivery {
-                    context: context.clone(),
-                    record: record.clone(),
-                    attempt: tries.failures,
-                };
-                let handler = self.handler.clone();
-                let failure = match run_handler(context.clone(), async move { handler(delivery).await }).await
-                {
-                    Ok(()) => {
-                        self.store(record);
-                        self.report(record, EventOutcome::Accepted(&context));
-                        return Step::Settled;
-                    }
-                    Err(failure) => failure,
-                };
-                tries.failures = tries.failures.saturating_add(1);
-                let inner = &self.inner;
-                match after_handler_failure(tries.failures, inner.max_attempts, &inner.backoff, &failure) {
-                    HandlerVerdict::Retry(delay) => {
-                        self.report(
-                            record,
-                            EventOutcome::HandlerFailed {
-                                reason: &failure,
-                                delay,
-                            },
-                        );
-                        Step::Later(delay)
-                    }
-                    HandlerVerdict::DeadLetter(reason) => {
-                        inner.reporter.stats.handler_failed();
-                        self.dead_letter(record, &reason, tries, true).await
-                    }
-                }
-            }
-            Outcome::Reject(reason) => self.dead_letter(record, &reason, tries, true).await,
-            Outcome::Retry(reason, delay) => {
-                tries.checks = tries.checks.saturating_add(1);
-                self.report(
-                    record,
-                    EventOutcome::Retry {
-                        reason: &reason,
-                        delay,
-                    },
-                );
-                Step::Later(delay)
-            }
-            Outcome::Halt(reason) => {
-                self.report(record, EventOutcome::Halted(&reason));
-                Step::Halt(reason)
-            }
-        }
-    }
-
-    /// Writes the copy and waits for the broker's ack, then stores the offset; if the copy
-    /// cannot be written, tries the record again later.
-    async fn dead_letter(
-        &self,
-        record: &OwnedMessage,
-        reason: &jwt_relay::Error,
-        tries: &mut Tries,
-        with_headers: bool,
-    ) -> Step {
-        let inner = &self.inner;
-        if let Some(again) = already_dead_lettered(&KafkaHeaders::new(record.headers())) {
-            self.store(record);
-            let outcome = EventOutcome::Rejected {
-                reason: &again,
-                dead_letter: None,
-            };
-            self.report(record, outcome);
-            return Step::Settled;
-        }
-        let target = inner.dead_letter.topic_for(&self.topic);
-        let redaction = inner.guard.redaction(inner.keep_token);
-        let headers = copy_headers(record, reason, &redaction, with_headers);
-        let mut copy: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&target).headers(headers);
-        copy.payload = record.payload();
-        copy.key = record.key();
-        // `send`'s own timeout covers only the wait for room in the local queue.
-        let sending = inner.producer.send(copy, inner.produce_timeout);
-        let sent = match tokio::time::timeout(inner.produce_timeout, sending).await {
-            Ok(sent) => sent.map_err(|(e, _copy)| e),
-            Err(_) => Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
+            let headers = jwt_relay::Headers::new();
+            let message = self.incoming(&headers, record, tries.tried);
+            self.inner
+                .engine
+                .reject(&message, &mut settler, &reason)
+                .await
         };
-        match sent {
-            Ok(_) => {
-                inner.reporter.stats.dead_lettered();
-                self.store(record);
-                let outcome = EventOutcome::Rejected {
-                    reason,
-                    dead_letter: Some(&target),
-                };
-                self.report(record, outcome);
-                Step::Settled
-            }
-            Err(e) => {
-                let delay = inner.backoff.delay(tries.copies);
-                tries.copies = tries.copies.saturating_add(1);
-                tracing::error!(
-                    topic = %self.topic,
-                    partition = self.partition,
-                    offset = record.offset(),
-                    dead_letter = %target,
-                    ?delay,
-                    "cannot write the dead-lettered copy, the record will be tried again: {e}"
-                );
-                self.report(record, EventOutcome::Retry { reason, delay });
+        match step {
+            consume::Step::Done => Step::Settled,
+            consume::Step::Again { delay, tries: now } => {
+                tries.tried = now;
                 Step::Later(delay)
             }
+            consume::Step::Halt(reason) => Step::Halt(reason),
+            consume::Step::Stop(never) => match never {},
         }
     }
 
-    /// Stores the record's offset (librdkafka stores the next one) for the next commit.
-    fn store(&self, record: &OwnedMessage) {
-        if let Err(e) = self.offsets.store(&self.inner.consumer, record.offset()) {
-            // The partition was revoked: its new owner reads the record again.
-            tracing::warn!(
-                topic = %self.topic,
-                partition = self.partition,
-                offset = record.offset(),
-                "cannot store the offset (the record will be delivered again): {e}"
-            );
+    /// The record as the engine sees it.
+    fn incoming<'a, X>(&'a self, headers: &'a X, record: &OwnedMessage, tries: consume::Tries) -> consume::Incoming<'a, X> {
+        consume::Incoming {
+            headers,
+            destination: &self.topic,
+            subject: &self.topic,
+            position: Position::Offset {
+                partition: self.partition,
+                offset: record.offset(),
+            },
+            published: publish_time(record.timestamp()),
+            tries,
         }
-    }
-
-    fn report(&self, record: &OwnedMessage, outcome: EventOutcome<'_>) {
-        self.inner.reporter.report(&Event {
-            topic: &self.topic,
-            partition: self.partition,
-            offset: record.offset(),
-            outcome,
-        });
     }
 
     /// Waits `delay` with the partition paused, dropping the records read after `offset` (they
@@ -451,6 +353,76 @@ where
                 .any(|e| e.topic() == self.topic && e.partition() == self.partition)
         })
     }
+}
+
+/// Kafka's settle verbs for one record: its offset stored (committed with the next commit), a
+/// copy produced and acknowledged, or nothing (the partition holds the record for a retry).
+struct Settler<'a> {
+    inner: &'a Inner,
+    offsets: &'a StoredOffset,
+    topic: &'a str,
+    record: &'a OwnedMessage,
+    /// Whether the copy keeps the record's headers (not when they cannot be read).
+    with_headers: bool,
+}
+
+impl Settler<'_> {
+    /// Stores the record's offset (librdkafka stores the next one) for the next commit.
+    fn store(&self) {
+        let record = self.record;
+        if let Err(e) = self.offsets.store(&self.inner.consumer, record.offset()) {
+            // The partition was revoked: its new owner reads the record again.
+            tracing::warn!(
+                topic = %self.topic,
+                partition = record.partition(),
+                offset = record.offset(),
+                "cannot store the offset (the record will be delivered again): {e}"
+            );
+        }
+    }
+}
+
+impl Settle for Settler<'_> {
+    type Stop = Infallible;
+
+    async fn ack(&mut self) -> bool {
+        self.store();
+        true
+    }
+
+    async fn retry(&mut self, _delay: Duration, _tries: consume::Tries) -> Result<Retried, Infallible> {
+        Ok(Retried::Hold)
+    }
+
+    /// Writes the copy and waits for the broker's ack, then stores the offset.
+    async fn dead_letter(&mut self, copy: &DeadLetterCopy<'_>) -> Result<Option<String>, CopyFailed<Infallible>> {
+        let (inner, record) = (self.inner, self.record);
+        let target = inner.dead_letter.topic_for(self.topic);
+        let headers = copy_headers(record, copy, self.with_headers);
+        let mut produced: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&target).headers(headers);
+        produced.payload = record.payload();
+        produced.key = record.key();
+        // `send`'s own timeout covers only the wait for room in the local queue.
+        let sending = inner.producer.send(produced, inner.produce_timeout);
+        let sent = match tokio::time::timeout(inner.produce_timeout, sending).await {
+            Ok(sent) => sent.map_err(|(e, _copy)| e),
+            Err(_) => Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
+        };
+        match sent {
+            Ok(_) => {
+                self.store();
+                Ok(Some(target))
+            }
+            Err(e) => Err(CopyFailed::Later(format!("to `{target}`: {e}"))),
+        }
+    }
+
+    async fn discard(&mut self, _reason: &jwt_relay::Error) -> bool {
+        self.store();
+        true
+    }
+
+    async fn release(&mut self) {}
 }
 
 /// Pauses reading `topic`[`partition`] in librdkafka, or resumes it; `false` if librdkafka

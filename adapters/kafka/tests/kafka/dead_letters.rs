@@ -7,7 +7,7 @@ use std::time::Duration;
 use jwt_relay::{Propagator, REASON_CLASS};
 use jwt_relay_kafka::rdkafka::message::{Header, Message as _, OwnedHeaders};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
-use jwt_relay_kafka::{ORIGINAL_OFFSET, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP};
+use jwt_relay_kafka::{ORIGINAL_OFFSET, ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP};
 
 use crate::support::{Cluster, Idp, consumer, header, reasons, run_to_limit, unique};
 
@@ -105,7 +105,11 @@ pub async fn bad_tokens_are_dead_lettered_without_the_token(cluster: Cluster) {
         }
         assert_eq!(header(copy, REASON_CLASS).as_deref(), Some("permanent"));
         assert_eq!(header(copy, ORIGINAL_SUBJECT), Some(topic.clone()));
-        assert!(header(copy, ORIGINAL_TIMESTAMP).is_some_and(|t| t.ends_with(" create-time")));
+        assert_eq!(header(copy, ORIGINAL_DESTINATION), Some(topic.clone()));
+        assert!(
+            header(copy, ORIGINAL_TIMESTAMP).is_some_and(|t| t.ends_with(" client")),
+            "a producer's create time"
+        );
         let offset: i64 = header(copy, ORIGINAL_OFFSET).unwrap().parse().unwrap();
         let id = copy.key().map(|k| String::from_utf8_lossy(k).into_owned());
         assert_eq!(

@@ -28,7 +28,7 @@ pub async fn a_halt_stops_the_consumer_and_stores_nothing(cluster: Cluster) {
     let consumer = consumer(&cluster, &group, &topic, guard).build().unwrap();
     let stopped = tokio::time::timeout(
         Duration::from_secs(60),
-        consumer.run(|_| async { Ok::<(), String>(()) }, std::future::pending()),
+        consumer.run(|_| async { Ok::<(), String>(()) }, std::future::pending::<()>()),
     )
     .await
     .expect("the consumer stops by itself");

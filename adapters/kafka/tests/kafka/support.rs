@@ -208,7 +208,7 @@ where
     H: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
-    tokio::time::timeout(within, consumer.run(handler, std::future::pending()))
+    tokio::time::timeout(within, consumer.run(handler, std::future::pending::<()>()))
         .await
         .expect("the consumer reaches its limit in time")
         .expect("the run ends cleanly")
