@@ -245,7 +245,10 @@ fn consumed<'a>(event: &Event<'a>) -> Option<Consumed<'a>> {
     };
     Some(Consumed {
         subject: event.subject,
-        stream_seq: event.stream_sequence,
+        stream_seq: match event.position {
+            jwt_relay::Position::Sequence { sequence, .. } => Some(sequence),
+            _ => None,
+        },
         outcome,
         sub,
         kind: error.map(|e| e.kind().as_str()),

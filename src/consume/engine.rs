@@ -84,6 +84,8 @@ pub enum Step<S> {
         delay: Duration,
         /// The counts to pass in the next try.
         tries: Tries,
+        /// Why: what to dead-letter it for if the run stops first (see [`Engine::reject`]).
+        reason: Error,
     },
     /// The guard halted: stop the run with this error (the message was released).
     Halt(Error),
@@ -195,11 +197,8 @@ impl Engine {
                     checks: tries.checks.saturating_add(1),
                     ..tries
                 };
-                let outcome = EventOutcome::Retry {
-                    reason: &reason,
-                    delay,
-                };
-                self.retry(message, settle, delay, tries, outcome).await
+                self.retry(message, settle, (delay, tries), &reason, false)
+                    .await
             }
             Outcome::Halt(reason) => {
                 settle.release().await;
@@ -242,11 +241,8 @@ impl Engine {
         };
         match after_handler_failure(tries.failures, self.max_attempts, &self.backoff, &failure) {
             HandlerVerdict::Retry(delay) => {
-                let outcome = EventOutcome::HandlerFailed {
-                    reason: &failure,
-                    delay,
-                };
-                self.retry(message, settle, delay, tries, outcome).await
+                self.retry(message, settle, (delay, tries), &failure, true)
+                    .await
             }
             HandlerVerdict::DeadLetter(reason) => {
                 self.stats().handler_failed();
@@ -255,15 +251,21 @@ impl Engine {
         }
     }
 
-    /// Asks the transport to try the message again after `delay`, and reports `outcome`.
+    /// Asks the transport to try the message again after `delay`, and reports it: as a
+    /// handler failure, or as a retry for `reason`.
     async fn retry<X, S: Settle>(
         &self,
         message: &Incoming<'_, X>,
         settle: &mut S,
-        delay: Duration,
-        tries: Tries,
-        outcome: EventOutcome<'_>,
+        (delay, tries): (Duration, Tries),
+        reason: &Error,
+        handler_failed: bool,
     ) -> Step<S::Stop> {
+        let outcome = if handler_failed {
+            EventOutcome::HandlerFailed { reason, delay }
+        } else {
+            EventOutcome::Retry { reason, delay }
+        };
         match settle.retry(delay, tries).await {
             Ok(Retried::Scheduled) => {
                 self.report(message, outcome);
@@ -271,7 +273,11 @@ impl Engine {
             }
             Ok(Retried::Hold) => {
                 self.report(message, outcome);
-                Step::Again { delay, tries }
+                Step::Again {
+                    delay,
+                    tries,
+                    reason: reason.clone(),
+                }
             }
             Err(stop) => Step::Stop(stop),
         }
@@ -331,8 +337,8 @@ impl Engine {
                     copies: tries.copies.saturating_add(1),
                     ..tries
                 };
-                let outcome = EventOutcome::Retry { reason, delay };
-                self.retry(message, settle, delay, tries, outcome).await
+                self.retry(message, settle, (delay, tries), reason, false)
+                    .await
             }
             Err(CopyFailed::Stop(stop)) => {
                 self.report(message, EventOutcome::Halted(reason));

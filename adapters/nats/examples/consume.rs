@@ -53,10 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let consumer = JetStreamConsumer::new(consumer, guard).on_event(move |event| {
         *touched.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if let EventOutcome::Rejected { reason, dead_letter } = &event.outcome {
-            println!(
-                "dead-lettered seq {:?} to {dead_letter:?}: {reason}",
-                event.stream_sequence
-            );
+            println!("dead-lettered {} to {dead_letter:?}: {reason}", event.position);
         }
     });
     let idle = async move {

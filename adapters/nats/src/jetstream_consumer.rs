@@ -10,20 +10,16 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind};
-use jwt_relay::{
-    Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, PublishErrorKind, PublishTime,
-    after_handler_failure, run_handler,
+use jwt_relay::consume::{
+    CopyFailed, DeadLetterCopy, Engine, Event, Incoming, Reporter, Retried, Settle, Step, Tries,
 };
+use jwt_relay::{Backoff, Guard, Position, PublishErrorKind, PublishTime, RunReport, Stats};
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use crate::acks::{Acks, settled};
-use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
+use crate::dead_letter::{DeadLetterConfig, copy_headers};
 use crate::delivery::{Delivery, JetStreamMeta, Shared};
 use crate::error::{Error, ErrorKind, Result};
-use jwt_relay::{EventOutcome, RunReport, Stats};
-
-use crate::event::{Event, Reporter};
 use crate::headers::NatsHeadersRef;
 use crate::jetstream_publisher::publish_acked;
 use crate::jetstream_source::{PullOptions, messages};
@@ -58,15 +54,13 @@ use crate::subject::overlap;
 #[derive(Clone)]
 pub struct JetStreamConsumer {
     consumer: PullConsumer,
-    guard: Guard,
+    engine: Engine,
     dead_letter: DeadLetterConfig,
     double_ack: bool,
     max_attempts: Option<u32>,
-    backoff: Backoff,
     progress_every: Option<Duration>,
     concurrency: usize,
     batch: Option<usize>,
-    reporter: Reporter,
 }
 
 impl fmt::Debug for JetStreamConsumer {
@@ -75,23 +69,14 @@ impl fmt::Debug for JetStreamConsumer {
         f.debug_struct("JetStreamConsumer")
             .field("stream", &info.stream_name)
             .field("consumer", &info.name)
-            .field("guard", &self.guard)
+            .field("engine", &self.engine)
             .field("dead_letter", &self.dead_letter)
             .field("double_ack", &self.double_ack)
             .field("max_attempts", &self.max_attempts)
-            .field("backoff", &self.backoff)
             .field("progress_every", &self.progress_every)
             .field("concurrency", &self.concurrency)
-            .field("reporter", &self.reporter)
             .finish_non_exhaustive()
     }
-}
-
-/// What the consumer knows of one message.
-struct Received {
-    message: Arc<jetstream::Message>,
-    meta: JetStreamMeta,
-    stream: String,
 }
 
 impl JetStreamConsumer {
@@ -100,19 +85,15 @@ impl JetStreamConsumer {
     /// sent in groups, the default [`Backoff`] between handler attempts, `in_progress`
     /// every half `ack_wait`, one message at a time.
     pub fn new(consumer: PullConsumer, guard: Guard) -> Self {
-        let mut reporter = Reporter::default();
-        reporter.set_destination(&consumer.cached_info().stream_name);
         JetStreamConsumer {
             consumer,
-            guard,
+            engine: Engine::new(guard, Reporter::new("nats")),
             dead_letter: DeadLetterConfig::default(),
             double_ack: false,
             max_attempts: None,
-            backoff: Backoff::default(),
             progress_every: None,
             concurrency: 1,
             batch: None,
-            reporter,
         }
     }
 
@@ -125,7 +106,7 @@ impl JetStreamConsumer {
     /// Keeps the token header in dead-lettered copies (off by default: a
     /// dead-letter stream is read by operators and tools).
     pub fn keep_token_in_dead_letters(mut self) -> Self {
-        self.dead_letter.keep_token = true;
+        self.engine = self.engine.keep_token(true);
         self
     }
 
@@ -146,7 +127,7 @@ impl JetStreamConsumer {
     /// The backoff of `nak`s after handler failures (transient verification
     /// failures wait as long as the guard says).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.engine = self.engine.backoff(backoff);
         self
     }
 
@@ -181,13 +162,13 @@ impl JetStreamConsumer {
 
     /// Calls `callback` with what happened to each message, as it happens.
     pub fn on_event(mut self, callback: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
-        self.reporter.set_callback(Arc::new(callback));
+        self.engine = self.engine.on_event(callback);
         self
     }
 
     /// The live counters.
     pub fn stats(&self) -> Stats {
-        self.reporter.stats().clone()
+        self.engine.stats().clone()
     }
 
     /// Handles messages until `shutdown` completes or a halt. On shutdown it
@@ -200,7 +181,7 @@ impl JetStreamConsumer {
         H: Fn(Delivery) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
-        S: Future<Output = ()>,
+        S: Future,
     {
         let options = PullOptions {
             batch: self.batch.unwrap_or(self.concurrency.saturating_mul(2)),
@@ -208,7 +189,11 @@ impl JetStreamConsumer {
         };
         let source = messages(self.consumer.clone(), options);
         let handler = &handler;
-        let mut ahead = verify_ahead(&self.guard);
+        let mut ahead = verify_ahead(self.engine.guard());
+        let limit = u32::try_from(self.handler_limit()).unwrap_or(u32::MAX);
+        let engine = &self.engine.clone().max_attempts(limit);
+        let stream = self.consumer.cached_info().stream_name.clone();
+        let stream = stream.as_str();
         let ahead = move |item: &Result<jetstream::Message>| {
             if let Ok(message) = item {
                 ahead(&message.message);
@@ -233,14 +218,12 @@ impl JetStreamConsumer {
                     self.nak(&message, Duration::ZERO).await;
                     return Err(Error::new(ErrorKind::Configuration, problem.clone()));
                 }
-                let span = self.reporter.span(&message.message);
-                self.process(message, handler, stopping, acks)
-                    .instrument(span)
+                self.process(engine, stream, message, handler, stopping, acks)
                     .await
             },
         )
         .await?;
-        Ok(self.reporter.stats().snapshot())
+        Ok(self.engine.stats().snapshot())
     }
 
     /// Why this consumer would receive its own dead letters, if it would: a
@@ -308,11 +291,15 @@ impl JetStreamConsumer {
         })
     }
 
+    /// Decides on one message with the engine, settling it through [`JetStreamSettler`]; at
+    /// its last allowed delivery, a message to retry is held here.
     async fn process<H, Fut, E>(
         &self,
+        engine: &Engine,
+        stream: &str,
         message: jetstream::Message,
         handler: &H,
-        mut stopping: Stopping,
+        stopping: Stopping,
         acks: Option<&Acks>,
     ) -> Result<()>
     where
@@ -320,192 +307,73 @@ impl JetStreamConsumer {
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
-        let received = match message.info() {
-            Ok(info) => {
-                let meta = JetStreamMeta {
-                    stream_sequence: info.stream_sequence,
-                    delivered: u64::try_from(info.delivered).unwrap_or(0).max(1),
-                    published: SystemTime::from(info.published),
-                };
-                let stream = info.stream.to_owned();
-                Received {
-                    message: Arc::new(message),
-                    meta,
-                    stream,
-                }
-            }
+        let meta = match message.info() {
+            Ok(info) => JetStreamMeta {
+                stream_sequence: info.stream_sequence,
+                delivered: u64::try_from(info.delivered).unwrap_or(0).max(1),
+                published: SystemTime::from(info.published),
+            },
             Err(e) => {
                 tracing::warn!(subject = %message.subject, "not a JetStream message, terminated: {e}");
                 self.settle(&message, AckKind::Term, &stopping).await;
                 return Ok(());
             }
         };
-        let subject = received.message.subject.as_str();
-        let last_delivery = self
-            .max_deliver()
-            .is_some_and(|max| received.meta.delivered >= max);
-        let mut info = MessageInfo::new(subject)
-            .published(PublishTime::broker(received.meta.published))
-            .attempt(u32::try_from(received.meta.delivered - 1).unwrap_or(u32::MAX));
-        loop {
-            let headers = NatsHeadersRef::of(&received.message.message);
-            match self.guard.check(&headers, &info).await {
-                Outcome::Accept(context) => {
-                    return self.handle(&received, context, handler, &stopping, acks).await;
-                }
-                Outcome::Reject(reason) => return self.dead_letter(&received, &reason, &stopping).await,
-                Outcome::Retry(reason, delay) => {
-                    self.report(
-                        &received,
-                        EventOutcome::Retry {
-                            reason: &reason,
-                            delay,
-                        },
-                    );
-                    if !last_delivery {
-                        self.nak(&received.message, delay).await;
-                        return Ok(());
-                    }
-                    if !self.hold(&received.message, delay, &mut stopping).await {
-                        tracing::error!(
-                            subject,
-                            seq = received.meta.stream_sequence,
-                            "stopping while holding a message at its last delivery (max_deliver): the server \
-                             will not deliver it again"
-                        );
-                        self.nak(&received.message, delay).await;
-                        return Ok(());
-                    }
-                    info.attempt = info.attempt.saturating_add(1);
-                }
-                Outcome::Halt(reason) => {
-                    self.report(&received, EventOutcome::Halted(&reason));
-                    self.nak(&received.message, Duration::ZERO).await;
-                    return Err(Error::halted(reason));
-                }
-            }
-        }
-    }
-
-    /// Runs the handler, then acks, naks or dead-letters.
-    async fn handle<H, Fut, E>(
-        &self,
-        received: &Received,
-        context: jwt_relay::AuthContext,
-        handler: &H,
-        stopping: &Stopping,
-        acks: Option<&Acks>,
-    ) -> Result<()>
-    where
-        H: Fn(Delivery) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: Display,
-    {
-        let delivery = Delivery {
-            context: context.clone(),
-            message: Shared::JetStream(received.message.clone()),
-            jetstream: Some(received.meta),
+        let message = Arc::new(message);
+        let headers = NatsHeadersRef::of(&message.message);
+        // The server's delivery count is the count of tries (transient retries and handler
+        // failures alike).
+        let before = u32::try_from(meta.delivered - 1).unwrap_or(u32::MAX);
+        let mut incoming = Incoming {
+            headers: &headers,
+            destination: stream,
+            subject: message.subject.as_str(),
+            position: Position::Sequence {
+                stream,
+                sequence: meta.stream_sequence,
+                delivered: meta.delivered,
+            },
+            published: Some(PublishTime::broker(meta.published)),
+            tries: Tries {
+                checks: before,
+                failures: before,
+                copies: 0,
+            },
         };
-        let work = run_handler(context.clone(), async { handler(delivery).await });
-        let failure = match self.with_progress(&received.message, work).await {
-            Ok(()) => {
-                match acks {
-                    Some(acks) if !stopping.is_stopping() => acks.queue(received.message.clone()),
-                    _ => self.settle(&received.message, AckKind::Ack, stopping).await,
-                }
-                self.report(received, EventOutcome::Accepted(&context));
+        let mut settler = JetStreamSettler {
+            consumer: self,
+            message: &message,
+            stopping: &stopping,
+            acks,
+            last_delivery: self.max_deliver().is_some_and(|max| meta.delivered >= max),
+        };
+        loop {
+            let handle = |context, _| {
+                let delivery = Delivery {
+                    context,
+                    message: Shared::JetStream(message.clone()),
+                    jetstream: Some(meta),
+                };
+                self.with_progress(&message, handler(delivery))
+            };
+            let (delay, tries) = match engine.process(&incoming, &mut settler, handle).await {
+                Step::Done => return Ok(()),
+                Step::Halt(reason) => return Err(Error::halted(reason)),
+                Step::Stop(error) => return Err(error),
+                Step::Again { delay, tries, .. } => (delay, tries),
+            };
+            let mut holding = stopping.clone();
+            if !self.hold(&message, delay, &mut holding).await {
+                tracing::error!(
+                    subject = %message.subject,
+                    seq = meta.stream_sequence,
+                    "stopping while holding a message at its last delivery (max_deliver): the server \
+                     will not deliver it again"
+                );
+                self.nak(&message, delay).await;
                 return Ok(());
             }
-            Err(failure) => failure,
-        };
-        // The server's delivery count is the attempt count (it counts transient retries too).
-        let failures = u32::try_from(received.meta.delivered).unwrap_or(u32::MAX);
-        let limit = u32::try_from(self.handler_limit()).unwrap_or(u32::MAX);
-        match after_handler_failure(failures, limit, &self.backoff, &failure) {
-            HandlerVerdict::Retry(delay) => {
-                self.nak(&received.message, delay).await;
-                self.report(
-                    received,
-                    EventOutcome::HandlerFailed {
-                        reason: &failure,
-                        delay,
-                    },
-                );
-            }
-            HandlerVerdict::DeadLetter(reason) => {
-                self.reporter.handler_failed();
-                return self.dead_letter(received, &reason, stopping).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Publishes the copy (waiting for its store), then terms the original;
-    /// if the copy cannot be stored, naks the original instead. A message
-    /// that already is a dead-lettered copy is termed without another. No
-    /// stream for the dead-letter subject stops the run, the message kept.
-    async fn dead_letter(
-        &self,
-        received: &Received,
-        reason: &jwt_relay::Error,
-        stopping: &Stopping,
-    ) -> Result<()> {
-        let message = &received.message;
-        let subject = message.subject.as_str();
-        if let Some(again) = jwt_relay::already_dead_lettered(&NatsHeadersRef::of(&message.message)) {
-            self.settle(message, AckKind::Term, stopping).await;
-            let outcome = EventOutcome::Rejected {
-                reason: &again,
-                dead_letter: None,
-            };
-            self.report(received, outcome);
-            return Ok(());
-        }
-        let target = self.dead_letter.subject_for(subject);
-        let origin = Origin {
-            subject,
-            stream: Some(&received.stream),
-            sequence: Some(received.meta.stream_sequence),
-        };
-        let redaction = self.guard.redaction(self.dead_letter.keep_token);
-        let headers = copy_headers(message.headers.as_ref(), reason, &redaction, origin);
-        match publish_acked(&message.context, &target, headers, message.payload.clone()).await {
-            Ok(_) => {
-                self.reporter.dead_lettered();
-                self.settle(message, AckKind::Term, stopping).await;
-                let outcome = EventOutcome::Rejected {
-                    reason,
-                    dead_letter: Some(&target),
-                };
-                self.report(received, outcome);
-                Ok(())
-            }
-            Err(e) if e.kind() == PublishErrorKind::Unroutable => {
-                self.nak(message, Duration::ZERO).await;
-                self.report(received, EventOutcome::Halted(reason));
-                Err(Error::new(
-                    ErrorKind::Broker,
-                    format!(
-                        "cannot dead-letter messages of `{subject}`: no stream captures the dead-letter subject \
-                         `{target}`; the message was kept. Declare a dead-letter stream (Topology) or set \
-                         `dead_letter_subject`"
-                    ),
-                )
-                .with_source(e))
-            }
-            Err(e) => {
-                let attempt = u32::try_from(received.meta.delivered - 1).unwrap_or(u32::MAX);
-                let delay = self.backoff.delay(attempt);
-                tracing::error!(
-                    subject,
-                    dead_letter = %target,
-                    ?delay,
-                    "cannot store the dead-lettered copy, the message will be redelivered: {e}"
-                );
-                self.nak(message, delay).await;
-                self.report(received, EventOutcome::Retry { reason, delay });
-                Ok(())
-            }
+            incoming.tries = tries;
         }
     }
 
@@ -569,13 +437,82 @@ impl JetStreamConsumer {
         };
         settled(message, kind, sent);
     }
+}
 
-    fn report(&self, received: &Received, outcome: EventOutcome<'_>) {
-        self.reporter.report(&Event {
-            subject: received.message.subject.as_str(),
-            stream_sequence: Some(received.meta.stream_sequence),
-            delivered: Some(received.meta.delivered),
-            outcome,
-        });
+/// JetStream's settle verbs for one message: `ack` (grouped with others unless double acks),
+/// `nak` with a delay, `term` after the copy is stored, and a hold in process at the last
+/// allowed delivery.
+struct JetStreamSettler<'a> {
+    consumer: &'a JetStreamConsumer,
+    message: &'a Arc<jetstream::Message>,
+    stopping: &'a Stopping,
+    acks: Option<&'a Acks>,
+    last_delivery: bool,
+}
+
+impl Settle for JetStreamSettler<'_> {
+    type Stop = Error;
+
+    async fn ack(&mut self) -> bool {
+        match self.acks {
+            Some(acks) if !self.stopping.is_stopping() => acks.queue(self.message.clone()),
+            _ => {
+                self.consumer
+                    .settle(self.message, AckKind::Ack, self.stopping)
+                    .await;
+            }
+        }
+        true
+    }
+
+    async fn retry(&mut self, delay: Duration, _tries: Tries) -> Result<Retried> {
+        if self.last_delivery {
+            return Ok(Retried::Hold);
+        }
+        self.consumer.nak(self.message, delay).await;
+        Ok(Retried::Scheduled)
+    }
+
+    /// Publishes the copy (waiting for its store), then terms the original. No stream for the
+    /// dead-letter subject stops the run, the message kept.
+    async fn dead_letter(&mut self, copy: &DeadLetterCopy<'_>) -> std::result::Result<Option<String>, CopyFailed<Error>> {
+        let message = self.message;
+        let subject = message.subject.as_str();
+        let target = self.consumer.dead_letter.subject_for(subject);
+        let headers = copy_headers(message.headers.as_ref(), copy);
+        match publish_acked(&message.context, &target, headers, message.payload.clone()).await {
+            Ok(_) => {
+                self.consumer
+                    .settle(message, AckKind::Term, self.stopping)
+                    .await;
+                Ok(Some(target))
+            }
+            Err(e) if e.kind() == PublishErrorKind::Unroutable => {
+                self.consumer.nak(message, Duration::ZERO).await;
+                Err(CopyFailed::Stop(
+                    Error::new(
+                        ErrorKind::Broker,
+                        format!(
+                            "cannot dead-letter messages of `{subject}`: no stream captures the dead-letter subject \
+                             `{target}`; the message was kept. Declare a dead-letter stream (Topology) or set \
+                             `dead_letter_subject`"
+                        ),
+                    )
+                    .with_source(e),
+                ))
+            }
+            Err(e) => Err(CopyFailed::Later(format!("to `{target}`: {e}"))),
+        }
+    }
+
+    async fn discard(&mut self, _reason: &jwt_relay::Error) -> bool {
+        self.consumer
+            .settle(self.message, AckKind::Term, self.stopping)
+            .await;
+        true
+    }
+
+    async fn release(&mut self) {
+        self.consumer.nak(self.message, Duration::ZERO).await;
     }
 }

@@ -22,7 +22,7 @@ use crate::headers::NatsHeadersRef;
 /// The fewest items read ahead while every slot is taken. Deeper reads let the other threads
 /// verify more tokens while the loop handles one: a JetStream consumer checking a distinct RS256
 /// token per message went from about 24 000 to about 35 000 messages a second between 2 and 16
-/// (see `BENCHMARKS.md`, session 8).
+/// (see `BENCHMARKS.md`).
 const READ_AHEAD: usize = 16;
 
 /// Tells in-flight work that the run is stopping, so that a message held
@@ -73,13 +73,15 @@ where
     A: FnMut(&St::Item),
     P: FnMut(St::Item, Stopping) -> Fut,
     Fut: Future<Output = Result<(), Error>>,
-    S: Future<Output = ()>,
+    S: Future,
 {
     let limit = limit.max(1);
     let read_ahead = limit.max(READ_AHEAD);
     let (stop, stopping) = watch::channel(false);
     let mut source = pin!(source);
-    let mut shutdown = pin!(shutdown);
+    let mut shutdown = pin!(async {
+        shutdown.await;
+    });
     let mut in_flight = FuturesUnordered::new();
     let mut waiting = VecDeque::new();
     let mut ended = false;
@@ -178,7 +180,7 @@ mod tests {
             stream::iter(0..10u32),
             limit,
             |item| ahead.borrow_mut().push(*item),
-            std::future::pending(),
+            std::future::pending::<()>(),
             None,
             |item, _| {
                 started.borrow_mut().push(item);
@@ -223,7 +225,7 @@ mod tests {
             stream::iter(0..40u32),
             1,
             |item| ahead.borrow_mut().push(*item),
-            std::future::pending(),
+            std::future::pending::<()>(),
             None,
             |_, _| {
                 shown_at_start.borrow_mut().push(ahead.borrow().len());

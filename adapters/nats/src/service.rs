@@ -4,20 +4,20 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use async_nats::service::Request;
 use async_nats::service::endpoint::Endpoint;
 use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use async_nats::{Client, HeaderMap, HeaderName, HeaderValue, Message, Subscriber};
 use bytes::Bytes;
-use jwt_relay::{AuthContext, Guard, MessageInfo, Outcome, run_handler};
-use tracing::Instrument as _;
+use jwt_relay::consume::{
+    CopyFailed, DeadLetterCopy, Engine, Event, Incoming, Reporter, Retried, Settle, Step, Tries,
+};
+use jwt_relay::{AuthContext, ErrorKind, Guard, Position, RunReport, Stats};
 
 use crate::error::{Error, Result};
-use jwt_relay::{EventOutcome, RunReport, Stats};
-
-use crate::event::{Event, Reporter};
 use crate::headers::{NatsHeadersRef, pairs};
 use crate::run_loop::{run_loop, verify_ahead};
 use crate::service_error::ServiceError;
@@ -49,17 +49,15 @@ use crate::service_error::ServiceError;
 #[derive(Clone)]
 pub struct NatsService {
     client: Client,
-    guard: Guard,
+    engine: Engine,
     concurrency: usize,
-    reporter: Reporter,
 }
 
 impl fmt::Debug for NatsService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsService")
-            .field("guard", &self.guard)
+            .field("engine", &self.engine)
             .field("concurrency", &self.concurrency)
-            .field("reporter", &self.reporter)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +110,7 @@ impl fmt::Debug for ServiceRequest {
 }
 
 /// Where a reply goes.
+#[derive(Clone, Copy)]
 enum Responder<'a> {
     Micro(&'a async_nats::service::Request),
     Plain(&'a Client, &'a Message),
@@ -123,9 +122,9 @@ impl NatsService {
     pub fn new(client: Client, guard: Guard) -> Self {
         NatsService {
             client,
-            guard,
+            // A request is answered once: a failing handler is not called again.
+            engine: Engine::new(guard, Reporter::new("nats")).max_attempts(1),
             concurrency: 1,
-            reporter: Reporter::default(),
         }
     }
 
@@ -140,13 +139,13 @@ impl NatsService {
     /// Calls `callback` with what happened to each request (refusals
     /// included), as it happens.
     pub fn on_event(mut self, callback: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
-        self.reporter.set_callback(Arc::new(callback));
+        self.engine = self.engine.on_event(callback);
         self
     }
 
     /// The live counters.
     pub fn stats(&self) -> Stats {
-        self.reporter.stats().clone()
+        self.engine.stats().clone()
     }
 
     /// Serves a NATS micro endpoint (async-nats `service`) until `shutdown`
@@ -164,11 +163,10 @@ impl NatsService {
     where
         H: Fn(ServiceRequest) -> Fut,
         Fut: Future<Output = Result<Bytes, ServiceError>>,
-        S: Future<Output = ()>,
+        S: Future,
     {
         let handler = &handler;
-        let reporter = &self.reporter.with_destination(subject);
-        let mut ahead = verify_ahead(&self.guard);
+        let mut ahead = verify_ahead(self.engine.guard());
         let ahead = move |request: &Request| ahead(&request.message);
         run_loop(
             endpoint,
@@ -178,13 +176,12 @@ impl NatsService {
             None,
             |request, _| async move {
                 let message = &request.message;
-                self.process(reporter, message, Responder::Micro(&request), handler)
-                    .instrument(reporter.span(message))
+                self.process(subject, message, Responder::Micro(&request), handler)
                     .await
             },
         )
         .await?;
-        Ok(self.reporter.stats().snapshot())
+        Ok(self.engine.stats().snapshot())
     }
 
     /// Serves requests arriving on a plain (or queue) subscription, replying
@@ -201,34 +198,33 @@ impl NatsService {
     where
         H: Fn(ServiceRequest) -> Fut,
         Fut: Future<Output = Result<Bytes, ServiceError>>,
-        S: Future<Output = ()>,
+        S: Future,
     {
         let handler = &handler;
-        let reporter = &self.reporter.with_destination(subject);
         run_loop(
             subscriber,
             self.concurrency,
-            verify_ahead(&self.guard),
+            verify_ahead(self.engine.guard()),
             shutdown,
             None,
             |message, _| async move {
                 self.process(
-                    reporter,
+                    subject,
                     &message,
                     Responder::Plain(&self.client, &message),
                     handler,
                 )
-                .instrument(reporter.span(&message))
                 .await
             },
         )
         .await?;
-        Ok(self.reporter.stats().snapshot())
+        Ok(self.engine.stats().snapshot())
     }
 
+    /// Decides on one request with the engine; [`Replier`] answers it whatever the outcome.
     async fn process<H, Fut>(
         &self,
-        reporter: &Reporter,
+        destination: &str,
         message: &Message,
         responder: Responder<'_>,
         handler: &H,
@@ -237,71 +233,89 @@ impl NatsService {
         H: Fn(ServiceRequest) -> Fut,
         Fut: Future<Output = Result<Bytes, ServiceError>>,
     {
-        let subject = message.subject.as_str();
-        let info = MessageInfo::new(subject);
-        let reply = match self.guard.check(&NatsHeadersRef::of(message), &info).await {
-            Outcome::Accept(context) => {
-                let request = ServiceRequest {
-                    context: context.clone(),
-                    message: message.clone(),
-                };
-                let mut answer = None;
-                let ran = run_handler(context.clone(), async {
-                    answer = Some(handler(request).await);
-                    Ok::<(), Infallible>(())
-                })
-                .await;
-                match (ran, answer) {
-                    (Ok(()), Some(answer)) => {
-                        report(reporter, subject, EventOutcome::Accepted(&context));
-                        answer
-                    }
-                    (Err(failure), _) => {
-                        reporter.handler_failed();
-                        report(
-                            reporter,
-                            subject,
-                            EventOutcome::Rejected {
-                                reason: &failure,
-                                dead_letter: None,
-                            },
-                        );
-                        Err(ServiceError::internal())
-                    }
-                    // run_handler returns Ok only once the handler answered.
-                    (Ok(()), None) => Err(ServiceError::internal()),
-                }
-            }
-            Outcome::Reject(reason) => {
-                report(
-                    reporter,
-                    subject,
-                    EventOutcome::Rejected {
-                        reason: &reason,
-                        dead_letter: None,
-                    },
-                );
-                Err(ServiceError::unauthorized(reason.kind()))
-            }
-            Outcome::Retry(reason, delay) => {
-                report(
-                    reporter,
-                    subject,
-                    EventOutcome::Retry {
-                        reason: &reason,
-                        delay,
-                    },
-                );
-                Err(ServiceError::unavailable(reason.kind(), delay))
-            }
-            Outcome::Halt(reason) => {
-                report(reporter, subject, EventOutcome::Halted(&reason));
-                respond(responder, Err(ServiceError::internal())).await;
-                return Err(Error::halted(reason));
+        let headers = NatsHeadersRef::of(message);
+        let incoming = Incoming {
+            headers: &headers,
+            destination,
+            subject: message.subject.as_str(),
+            position: Position::None,
+            published: None,
+            tries: Tries::default(),
+        };
+        let answer = Mutex::new(None);
+        let mut replier = Replier {
+            responder,
+            answer: &answer,
+        };
+        let handle = |context, _| {
+            let request = ServiceRequest {
+                context,
+                message: message.clone(),
+            };
+            let answer = &answer;
+            async move {
+                let reply = handler(request).await;
+                *answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(reply);
+                Ok::<(), Infallible>(())
             }
         };
-        respond(responder, reply).await;
-        Ok(())
+        match self.engine.process(&incoming, &mut replier, handle).await {
+            Step::Done => Ok(()),
+            Step::Again { delay, reason, .. } => {
+                respond(replier.responder, Err(ServiceError::unavailable(reason.kind(), delay))).await;
+                Ok(())
+            }
+            Step::Halt(reason) => Err(Error::halted(reason)),
+            Step::Stop(never) => match never {},
+        }
+    }
+}
+
+/// The service's settle verbs: every outcome is a reply. The handler's answer on success; 401
+/// for a refused token; 500 for a failed handler or a halt; and for a token that cannot be
+/// checked now, nothing here: the engine's [`Step::Again`] is answered with 503.
+struct Replier<'a> {
+    responder: Responder<'a>,
+    answer: &'a Mutex<Option<std::result::Result<Bytes, ServiceError>>>,
+}
+
+impl Settle for Replier<'_> {
+    type Stop = Infallible;
+
+    async fn ack(&mut self) -> bool {
+        let answer = self
+            .answer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // The engine acknowledges only once the handler answered.
+        respond(self.responder, answer.unwrap_or_else(|| Err(ServiceError::internal()))).await;
+        true
+    }
+
+    async fn retry(&mut self, _delay: Duration, _tries: Tries) -> std::result::Result<Retried, Infallible> {
+        Ok(Retried::Hold)
+    }
+
+    async fn dead_letter(
+        &mut self,
+        copy: &DeadLetterCopy<'_>,
+    ) -> std::result::Result<Option<String>, CopyFailed<Infallible>> {
+        let error = match copy.reason.kind() {
+            ErrorKind::Handler => ServiceError::internal(),
+            kind => ServiceError::unauthorized(kind),
+        };
+        respond(self.responder, Err(error)).await;
+        Ok(None)
+    }
+
+    async fn discard(&mut self, reason: &jwt_relay::Error) -> bool {
+        respond(self.responder, Err(ServiceError::unauthorized(reason.kind()))).await;
+        true
+    }
+
+    async fn release(&mut self) {
+        respond(self.responder, Err(ServiceError::internal())).await;
     }
 }
 
@@ -347,14 +361,4 @@ fn error_headers(error: &ServiceError) -> HeaderMap {
         }
     }
     headers
-}
-
-/// Reports what happened to a core NATS message (no stream coordinates).
-fn report(reporter: &Reporter, subject: &str, outcome: EventOutcome<'_>) {
-    reporter.report(&Event {
-        subject,
-        stream_sequence: None,
-        delivered: None,
-        outcome,
-    });
 }

@@ -1,20 +1,21 @@
 //! Core NATS subscribing: the Guard before the handler, on plain and queue
 //! subscriptions.
 
+use std::convert::Infallible;
 use std::fmt::{self, Display};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::{Client, Message};
-use jwt_relay::{Backoff, Guard, HandlerVerdict, MessageInfo, Outcome, after_handler_failure, run_handler};
-use tracing::Instrument as _;
+use jwt_relay::consume::{
+    CopyFailed, DeadLetterCopy, Engine, Event, Incoming, Reporter, Retried, Settle, Step, Tries,
+};
+use jwt_relay::{Backoff, Guard, Position, RunReport, Stats};
 
-use crate::dead_letter::{DeadLetterConfig, Origin, copy_headers};
+use crate::dead_letter::copy_headers;
 use crate::delivery::{Delivery, Shared};
 use crate::error::{Error, ErrorKind as NatsErrorKind, Result};
-use jwt_relay::{EventOutcome, RunReport, Stats};
-
-use crate::event::{Event, Reporter};
 use crate::headers::NatsHeadersRef;
 use crate::run_loop::{Stopping, run_loop, verify_ahead};
 
@@ -38,25 +39,19 @@ use crate::run_loop::{Stopping, run_loop, verify_ahead};
 #[derive(Clone)]
 pub struct NatsSubscriber {
     client: Client,
-    guard: Guard,
+    engine: Engine,
     queue_group: Option<String>,
-    dead_letter: DeadLetterConfig,
-    max_attempts: u32,
-    backoff: Backoff,
+    dead_letter: Option<String>,
     concurrency: usize,
-    reporter: Reporter,
 }
 
 impl fmt::Debug for NatsSubscriber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsSubscriber")
-            .field("guard", &self.guard)
+            .field("engine", &self.engine)
             .field("queue_group", &self.queue_group)
             .field("dead_letter", &self.dead_letter)
-            .field("max_attempts", &self.max_attempts)
-            .field("backoff", &self.backoff)
             .field("concurrency", &self.concurrency)
-            .field("reporter", &self.reporter)
             .finish_non_exhaustive()
     }
 }
@@ -68,13 +63,10 @@ impl NatsSubscriber {
     pub fn new(client: Client, guard: Guard) -> Self {
         NatsSubscriber {
             client,
-            guard,
+            engine: Engine::new(guard, Reporter::new("nats")),
             queue_group: None,
-            dead_letter: DeadLetterConfig::default(),
-            max_attempts: 3,
-            backoff: Backoff::default(),
+            dead_letter: None,
             concurrency: 1,
-            reporter: Reporter::default(),
         }
     }
 
@@ -87,27 +79,27 @@ impl NatsSubscriber {
     /// Publishes each rejected message, with the reason headers and without
     /// the token, to this subject (core NATS: a stream capturing it keeps them).
     pub fn dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
-        self.dead_letter.subject = Some(subject.into());
+        self.dead_letter = Some(subject.into());
         self
     }
 
     /// Keeps the token header in dead-lettered copies (off by default).
     pub fn keep_token_in_dead_letters(mut self) -> Self {
-        self.dead_letter.keep_token = true;
+        self.engine = self.engine.keep_token(true);
         self
     }
 
     /// How many times the handler is called for one message before it is
     /// rejected (3; at least 1).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+        self.engine = self.engine.max_attempts(attempts);
         self
     }
 
     /// The backoff between handler attempts (transient verification
     /// failures wait as long as the guard says).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.engine = self.engine.backoff(backoff);
         self
     }
 
@@ -123,19 +115,18 @@ impl NatsSubscriber {
     /// Calls `callback` with what happened to each message (rejections
     /// included), as it happens. Keep it quick: it runs on the message path.
     pub fn on_event(mut self, callback: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
-        self.reporter.set_callback(Arc::new(callback));
+        self.engine = self.engine.on_event(callback);
         self
     }
 
     /// The live counters.
     pub fn stats(&self) -> Stats {
-        self.reporter.stats().clone()
+        self.engine.stats().clone()
     }
 
     /// Subscribes to `subject` (in the queue group, if one is set). Messages
     /// published from now on are kept for [`Subscription::run`].
-    pub async fn subscribe(mut self, subject: &str) -> Result<Subscription> {
-        self.reporter.set_destination(subject);
+    pub async fn subscribe(self, subject: &str) -> Result<Subscription> {
         let subscribed = match &self.queue_group {
             Some(group) => {
                 self.client
@@ -153,127 +144,117 @@ impl NatsSubscriber {
         })?;
         Ok(Subscription {
             config: self,
+            subject: subject.to_owned(),
             subscriber,
         })
     }
 
-    async fn process<H, Fut, E>(&self, message: Message, handler: &H, mut stopping: Stopping) -> Result<()>
+    /// Decides on one message with the engine, holding it in process for its retries (core
+    /// NATS redelivers nothing).
+    async fn process<H, Fut, E>(
+        &self,
+        destination: &str,
+        message: Message,
+        handler: &H,
+        mut stopping: Stopping,
+    ) -> Result<()>
     where
         H: Fn(Delivery) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
         let message = Arc::new(message);
-        let subject = message.subject.as_str();
-        let mut info = MessageInfo::new(subject);
-        let mut failures = 0u32;
+        let headers = NatsHeadersRef::of(&message);
+        let mut settler = CoreSettler {
+            client: &self.client,
+            dead_letter: self.dead_letter.as_deref(),
+            message: &message,
+        };
+        let mut incoming = Incoming {
+            headers: &headers,
+            destination,
+            subject: message.subject.as_str(),
+            position: Position::None,
+            published: None,
+            tries: Tries::default(),
+        };
         loop {
-            match self.guard.check(&NatsHeadersRef::of(&message), &info).await {
-                Outcome::Accept(context) => {
-                    let delivery = Delivery {
-                        context: context.clone(),
-                        message: Shared::Core(message.clone()),
-                        jetstream: None,
-                    };
-                    let failure = match run_handler(context.clone(), async { handler(delivery).await }).await
-                    {
-                        Ok(()) => {
-                            report(&self.reporter, subject, EventOutcome::Accepted(&context));
-                            return Ok(());
-                        }
-                        Err(failure) => failure,
-                    };
-                    failures += 1;
-                    let delay =
-                        match after_handler_failure(failures, self.max_attempts, &self.backoff, &failure) {
-                            HandlerVerdict::Retry(delay) => delay,
-                            HandlerVerdict::DeadLetter(reason) => {
-                                self.reporter.handler_failed();
-                                self.reject(&message, &reason).await;
-                                return Ok(());
-                            }
-                        };
-                    report(
-                        &self.reporter,
-                        subject,
-                        EventOutcome::HandlerFailed {
-                            reason: &failure,
-                            delay,
-                        },
-                    );
+            let handle = |context, _| {
+                handler(Delivery {
+                    context,
+                    message: Shared::Core(message.clone()),
+                    jetstream: None,
+                })
+            };
+            match self.engine.process(&incoming, &mut settler, handle).await {
+                Step::Done => return Ok(()),
+                Step::Halt(reason) => return Err(Error::halted(reason)),
+                Step::Stop(never) => match never {},
+                Step::Again { delay, tries, reason } => {
                     if !stopping.sleep(delay).await {
-                        self.reject(&message, &failure).await;
+                        let step = self.engine.reject(&incoming, &mut settler, &reason).await;
+                        debug_assert!(matches!(step, Step::Done));
                         return Ok(());
                     }
-                }
-                Outcome::Reject(reason) => {
-                    self.reject(&message, &reason).await;
-                    return Ok(());
-                }
-                Outcome::Retry(reason, delay) => {
-                    report(
-                        &self.reporter,
-                        subject,
-                        EventOutcome::Retry {
-                            reason: &reason,
-                            delay,
-                        },
-                    );
-                    if !stopping.sleep(delay).await {
-                        self.reject(&message, &reason).await;
-                        return Ok(());
-                    }
-                }
-                Outcome::Halt(reason) => {
-                    report(&self.reporter, subject, EventOutcome::Halted(&reason));
-                    return Err(Error::halted(reason));
+                    incoming.tries = tries;
                 }
             }
-            info.attempt = info.attempt.saturating_add(1);
+        }
+    }
+}
+
+/// Core NATS's settle verbs: nothing to acknowledge, retries held in process, and a copy
+/// published (without confirmation: core NATS has none) to the dead-letter subject, if set.
+struct CoreSettler<'a> {
+    client: &'a Client,
+    dead_letter: Option<&'a str>,
+    message: &'a Message,
+}
+
+impl Settle for CoreSettler<'_> {
+    type Stop = Infallible;
+
+    async fn ack(&mut self) -> bool {
+        true
+    }
+
+    async fn retry(&mut self, _delay: Duration, _tries: Tries) -> std::result::Result<Retried, Infallible> {
+        Ok(Retried::Hold)
+    }
+
+    async fn dead_letter(
+        &mut self,
+        copy: &DeadLetterCopy<'_>,
+    ) -> std::result::Result<Option<String>, CopyFailed<Infallible>> {
+        let Some(target) = self.dead_letter else {
+            return Ok(None);
+        };
+        let headers = copy_headers(self.message.headers.as_ref(), copy);
+        let published = self
+            .client
+            .publish_with_headers(target.to_owned(), headers, self.message.payload.clone())
+            .await;
+        match published {
+            Ok(()) => Ok(Some(target.to_owned())),
+            Err(e) => {
+                // Nothing keeps the message to try again: it is reported as rejected, uncopied.
+                tracing::error!(subject = %self.message.subject, dead_letter = %target, "cannot publish the dead-lettered copy: {e}");
+                Ok(None)
+            }
         }
     }
 
-    /// Reports the rejection, after publishing the dead-lettered copy when
-    /// a dead-letter subject is set.
-    async fn reject(&self, message: &Message, reason: &jwt_relay::Error) {
-        let subject = message.subject.as_str();
-        let mut dead_letter = None;
-        let again = jwt_relay::already_dead_lettered(&NatsHeadersRef::of(message));
-        let reason = again.as_ref().unwrap_or(reason);
-        if let (Some(target), None) = (&self.dead_letter.subject, &again) {
-            let origin = Origin {
-                subject,
-                stream: None,
-                sequence: None,
-            };
-            let redaction = self.guard.redaction(self.dead_letter.keep_token);
-            let headers = copy_headers(message.headers.as_ref(), reason, &redaction, origin);
-            match self
-                .client
-                .publish_with_headers(target.clone(), headers, message.payload.clone())
-                .await
-            {
-                Ok(()) => {
-                    self.reporter.dead_lettered();
-                    dead_letter = Some(target.as_str());
-                }
-                Err(e) => {
-                    tracing::error!(subject, dead_letter = %target, "cannot publish the dead-lettered copy: {e}")
-                }
-            }
-        }
-        self.reporter.report(&Event {
-            subject,
-            stream_sequence: None,
-            delivered: None,
-            outcome: EventOutcome::Rejected { reason, dead_letter },
-        });
+    async fn discard(&mut self, _reason: &jwt_relay::Error) -> bool {
+        true
     }
+
+    async fn release(&mut self) {}
 }
 
 /// A live subscription, ready to [`run`](Self::run). Dropping it unsubscribes.
 pub struct Subscription {
     config: NatsSubscriber,
+    subject: String,
     subscriber: async_nats::Subscriber,
 }
 
@@ -281,6 +262,7 @@ impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("config", &self.config)
+            .field("subject", &self.subject)
             .finish_non_exhaustive()
     }
 }
@@ -301,33 +283,23 @@ impl Subscription {
         H: Fn(Delivery) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
-        S: Future<Output = ()>,
+        S: Future,
     {
-        let Subscription { config, subscriber } = self;
-        let handler = &handler;
-        let config_ref = &config;
+        let Subscription {
+            config,
+            subject,
+            subscriber,
+        } = self;
+        let (handler, config_ref, subject) = (&handler, &config, subject.as_str());
         run_loop(
             subscriber,
             config.concurrency,
-            verify_ahead(&config.guard),
+            verify_ahead(config.engine.guard()),
             shutdown,
             None,
-            |message, stopping| {
-                let span = config_ref.reporter.span(&message);
-                config_ref.process(message, handler, stopping).instrument(span)
-            },
+            |message, stopping| config_ref.process(subject, message, handler, stopping),
         )
         .await?;
-        Ok(config.reporter.stats().snapshot())
+        Ok(config.engine.stats().snapshot())
     }
-}
-
-/// Reports what happened to a core NATS message (no stream coordinates).
-fn report(reporter: &Reporter, subject: &str, outcome: EventOutcome<'_>) {
-    reporter.report(&Event {
-        subject,
-        stream_sequence: None,
-        delivered: None,
-        outcome,
-    });
 }
