@@ -255,7 +255,7 @@ where
         };
         match step {
             consume::Step::Done => Step::Settled,
-            consume::Step::Again { delay, tries: now } => {
+            consume::Step::Again { delay, tries: now, .. } => {
                 tries.tried = now;
                 Step::Later(delay)
             }
