@@ -140,14 +140,14 @@ impl RabbitMq {
                 Consumer::builder(self.topology.queue(), guard)
                     .prefetch(PREFETCH)
                     .limit(count as u64)
-                    .on_settled(move |_| {
+                    .on_event(move |_| {
                         ticks.tick();
                     })
                     .build()
                     .run(
                         &self.connector,
                         |_| async { Ok::<(), Infallible>(()) },
-                        std::future::pending(),
+                        std::future::pending::<()>(),
                     ),
             )
             .await??;

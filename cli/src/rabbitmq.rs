@@ -6,7 +6,9 @@ use std::fmt;
 use jwt_relay::Propagator;
 use jwt_relay_rabbitmq::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use jwt_relay_rabbitmq::lapin::{BasicProperties, Connection, ConnectionProperties};
-use jwt_relay_rabbitmq::{Connector, Consumer, DeadLetter, Publisher, Settled, Settlement, Topology};
+use jwt_relay_rabbitmq::{
+    Connector, Consumer, DeadLetter, Event, EventOutcome, Position, Publisher, Topology,
+};
 use serde::Serialize;
 
 use crate::guard_args::GuardArgs;
@@ -162,8 +164,7 @@ async fn publish(args: &PublishArgs) -> Result<bool, Failure> {
 #[derive(Debug, Serialize)]
 struct Consumed<'a> {
     queue: &'a str,
-    delivery_tag: u64,
-    redelivered: bool,
+    delivery_tag: Option<u64>,
     outcome: &'static str,
     sub: Option<&'a str>,
     kind: Option<&'static str>,
@@ -205,11 +206,10 @@ async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
     let outcomes = Outcomes::default();
     let printer = outcomes.clone();
     let consumer = builder
-        .on_settled(move |settled: &Settled<'_>| {
-            printer.print(
-                &consumed(settled),
-                settled.settlement() == Settlement::DeadLettered,
-            );
+        .on_event(move |event: &Event<'_>| {
+            if let Some(line) = consumed(event) {
+                printer.print(&line, line.outcome == "dead-lettered");
+            }
         })
         .build();
     let connector = Connector::new(args.url.0.as_str());
@@ -220,23 +220,34 @@ async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
     outcomes.verdict()
 }
 
-/// The JSON line of a settled message. Never holds the token.
-fn consumed<'a>(settled: &Settled<'a>) -> Consumed<'a> {
-    let error = settled.error();
-    Consumed {
-        queue: settled.queue(),
-        delivery_tag: settled.delivery_tag(),
-        redelivered: settled.redelivered(),
-        outcome: match settled.settlement() {
-            // Put back for later: a retry, as far as the message is concerned.
-            Settlement::Requeued => Settlement::Retried.as_str(),
-            other => other.as_str(),
-        },
-        sub: settled.context().and_then(|c| c.subject()),
+/// The JSON line of an event (none for a halt: the run returns it). Never holds the token.
+fn consumed<'a>(event: &'a Event<'a>) -> Option<Consumed<'a>> {
+    let (outcome, sub, error) = match &event.outcome {
+        EventOutcome::Accepted(context) => ("accepted", context.subject(), None),
+        EventOutcome::Rejected {
+            reason,
+            dead_letter: Some(_),
+        } => ("dead-lettered", None, Some(*reason)),
+        // Already a dead-lettered copy: acknowledged without another.
+        EventOutcome::Rejected { reason, .. } => ("rejected", None, Some(*reason)),
+        EventOutcome::Retry { reason, .. } | EventOutcome::HandlerFailed { reason, .. } => {
+            ("retry", None, Some(*reason))
+        }
+        _ => return None,
+    };
+    let delivery_tag = match event.position {
+        Position::DeliveryTag(tag) => Some(tag),
+        _ => None,
+    };
+    Some(Consumed {
+        queue: event.destination,
+        delivery_tag,
+        outcome,
+        sub,
         kind: error.map(|e| e.kind().as_str()),
         class: error.map(|e| e.class().as_str()),
         error: error.map(jwt_relay::Error::message),
-    }
+    })
 }
 
 async fn connect(url: &AmqpUrl) -> Result<Connection, Failure> {

@@ -7,25 +7,23 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jwt_relay::consume::{Engine, Event, Reporter, RunReport, Stats};
 use jwt_relay::{Backoff, Guard};
 
 use crate::connect::Connect;
 use crate::dead_letter::DeadLetter;
-use crate::delivery::{Delivery, RunReport, Settled, Tally};
+use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::session::{Session, SessionEnd};
 
-/// A callback told of every settled message.
-pub(crate) type OnSettled = Arc<dyn Fn(&Settled<'_>) + Send + Sync>;
-
-/// Consumes one queue through a [`Guard`], like [`jwt_relay::memory::MemoryConsumer`] does in
-/// memory:
+/// Consumes one queue through a [`Guard`], with the core's [`Engine`] like every adapter (and
+/// [`jwt_relay::memory::MemoryConsumer`] in memory):
 ///
 /// | outcome | what happens to the message |
 /// |---|---|
-/// | `Accept` | the handler runs in the identity's [`scope`](jwt_relay::scope) ([`run_handler`](jwt_relay::run_handler)); success acknowledges it |
+/// | `Accept` | the handler runs in the identity's [`scope`](jwt_relay::scope), a panic caught; success acknowledges it |
 /// | handler error or panic | a copy goes through the retry queue (count in [`FAILURES_HEADER`](crate::FAILURES_HEADER)), at most [`max_attempts`](ConsumerBuilder::max_attempts) handler calls in all, then it is dead-lettered (`Handler`) |
-/// | `Reject` | it is dead-lettered ([`DeadLetter`]: by default a copy to `<queue>.dlq` with the reason and without the token or other credentials, confirmed, then the original acknowledged); a message that already is a dead-lettered copy is acknowledged without another ([`Settlement::Rejected`](crate::Settlement::Rejected)) |
+/// | `Reject` | it is dead-lettered ([`DeadLetter`]: by default a copy to `<queue>.dlq` with the reason and without the token or other credentials, confirmed, then the original acknowledged); a message that already is a dead-lettered copy is acknowledged without another ([`EventOutcome::Rejected`](jwt_relay::EventOutcome::Rejected) without a `dead_letter`) |
 /// | `Retry` | a copy goes to the retry queue (`<queue>.retry`) with a per-message TTL of the delay; the queue dead-letters it back to the work queue when it expires: no hot requeue loop |
 /// | `Halt` | it goes back to its queue untouched, the consumer stops, and [`run`](Consumer::run) returns [`ErrorKind::Halted`](crate::ErrorKind::Halted) |
 ///
@@ -38,6 +36,10 @@ pub(crate) type OnSettled = Arc<dyn Fn(&Settled<'_>) + Send + Sync>;
 /// the reason ([`jwt_relay::ErrorKind::BrokerDeadLettered`]). The dead-letter queue never holds a
 /// token, whoever dead-lettered the message. When the holding queue does not exist, a warning
 /// says so once per connection and the consumer goes on without it.
+///
+/// Each message is reported once, as it is settled: to [`on_event`](ConsumerBuilder::on_event),
+/// the [`stats`](Consumer::stats), the log and the metrics (`broker="rabbitmq"`, labelled with
+/// the work queue).
 ///
 /// Deliveries are handled concurrently, at most [`prefetch`](ConsumerBuilder::prefetch) at a
 /// time (`basic.qos`), each acknowledged on its own. The message's `timestamp` property goes to
@@ -55,18 +57,18 @@ pub struct Consumer {
 /// What a consumer is set to do.
 pub(crate) struct Config {
     pub(crate) queue: Arc<str>,
-    pub(crate) guard: Guard,
+    /// The guard, the handler attempts and backoff, the dead-letter redaction, the reporter.
+    pub(crate) engine: Engine,
     pub(crate) prefetch: u16,
-    pub(crate) max_attempts: u32,
     pub(crate) dead_letter: DeadLetter,
-    pub(crate) keep_token: bool,
     pub(crate) held_queue: String,
     pub(crate) retry_queue: String,
+    /// The engine's handler backoff, also the wait before requeueing a message whose retry
+    /// copy the broker refused for now.
     pub(crate) backoff: Backoff,
     pub(crate) reconnect: Backoff,
     pub(crate) confirm_timeout: Duration,
     pub(crate) limit: Option<u64>,
-    pub(crate) on_settled: Option<OnSettled>,
 }
 
 /// Builds a [`Consumer`].
@@ -78,11 +80,9 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer")
             .field("queue", &self.queue)
-            .field("guard", &self.guard)
+            .field("engine", &self.engine)
             .field("prefetch", &self.prefetch)
-            .field("max_attempts", &self.max_attempts)
             .field("dead_letter", &self.dead_letter)
-            .field("keep_token", &self.keep_token)
             .field("held_queue", &self.held_queue)
             .field("retry_queue", &self.retry_queue)
             .field("backoff", &self.backoff)
@@ -119,15 +119,12 @@ impl Consumer {
                 held_queue: format!("{queue}.held"),
                 retry_queue: format!("{queue}.retry"),
                 queue: queue.into(),
-                guard,
+                engine: Engine::new(guard, Reporter::new("rabbitmq")),
                 prefetch: 10,
-                max_attempts: 3,
-                keep_token: false,
                 backoff: Backoff::default(),
                 reconnect: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
                 confirm_timeout: Duration::from_secs(10),
                 limit: None,
-                on_settled: None,
             },
         }
     }
@@ -135,6 +132,12 @@ impl Consumer {
     /// The queue consumed.
     pub fn queue(&self) -> &str {
         &self.config.queue
+    }
+
+    /// The live counts of every run of this consumer and its clones; readable while
+    /// [`run`](Self::run) runs.
+    pub fn stats(&self) -> Stats {
+        self.config.engine.stats().clone()
     }
 
     /// Consumes until `shutdown` completes, the [`limit`](ConsumerBuilder::limit) is reached,
@@ -148,18 +151,25 @@ impl Consumer {
     ///
     /// Shutting down is graceful: the consumer is cancelled, handlers in flight finish and
     /// their messages are settled, then the channels and the connection are closed. Messages
-    /// the broker had sent ahead but no handler started go back to the queue.
+    /// the broker had sent ahead but no handler started go back to the queue. `shutdown`'s
+    /// output is ignored.
+    ///
+    /// Returns what this run did ([`RunReport::reconnects`] counts the reconnections).
     pub async fn run<C, H, Fut, E, S>(&self, connect: &C, handler: H, shutdown: S) -> Result<RunReport>
     where
         C: Connect,
         H: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
         E: Display + 'static,
-        S: Future<Output = ()>,
+        S: Future,
     {
         let handler = Arc::new(handler);
-        let tally = Arc::new(Tally::default());
-        let mut shutdown = pin!(shutdown);
+        let stats = self.config.engine.stats();
+        let before = stats.snapshot();
+        let report = || stats.snapshot().since(&before);
+        let mut shutdown = pin!(async {
+            shutdown.await;
+        });
         let mut taken = 0;
         let mut failed_opens = 0;
         let mut connected = false;
@@ -172,22 +182,22 @@ impl Consumer {
                     failed_opens = failed_opens.saturating_add(1);
                     tracing::warn!(queue = %self.config.queue, ?delay, "cannot reconnect to RabbitMQ: {e}");
                     tokio::select! {
-                        () = shutdown.as_mut() => return Ok(tally.report()),
+                        () = shutdown.as_mut() => return Ok(report()),
                         () = tokio::time::sleep(delay) => continue,
                     }
                 }
             };
             if connected {
-                Tally::bump(&tally.reconnects);
+                stats.reconnected();
                 tracing::info!(queue = %self.config.queue, "reconnected to RabbitMQ");
             }
             connected = true;
             failed_opens = 0;
             let end = session
-                .run(&self.config, &tally, &handler, shutdown.as_mut(), &mut taken)
+                .run(&self.config, &handler, shutdown.as_mut(), &mut taken)
                 .await;
             match end {
-                SessionEnd::Done => return Ok(tally.report()),
+                SessionEnd::Done => return Ok(report()),
                 SessionEnd::Halted(reason) => return Err(Error::halted(reason)),
                 SessionEnd::Fatal(error) => return Err(error),
                 SessionEnd::Lost(why) => {
@@ -208,7 +218,7 @@ impl ConsumerBuilder {
     /// How many times the handler is called for one message before it is dead-lettered (3; at
     /// least 1).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.config.max_attempts = attempts.max(1);
+        self.config.engine = self.config.engine.max_attempts(attempts);
         self
     }
 
@@ -223,7 +233,7 @@ impl ConsumerBuilder {
     /// ([`GuardBuilder::credential_headers`](jwt_relay::GuardBuilder::credential_headers)) are
     /// removed all the same.
     pub fn keep_token_in_dead_letters(mut self) -> Self {
-        self.config.keep_token = true;
+        self.config.engine = self.config.engine.keep_token(true);
         self
     }
 
@@ -245,6 +255,7 @@ impl ConsumerBuilder {
 
     /// The backoff between handler attempts (transient verification failures use the guard's).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.engine = self.config.engine.backoff(backoff);
         self.config.backoff = backoff;
         self
     }
@@ -267,11 +278,13 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Calls `callback` for every message once the broker has it settled (accepted,
-    /// dead-lettered, retried or requeued), from the task that handled it: for logs, metrics
-    /// and tools. It must not block.
-    pub fn on_settled(mut self, callback: impl Fn(&Settled<'_>) + Send + Sync + 'static) -> Self {
-        self.config.on_settled = Some(Arc::new(callback));
+    /// Calls `callback` with what happened to each message (accepted, rejected with or
+    /// without a dead-lettered copy, retried, handler failed, halted), once the broker has it
+    /// settled, from the task that handled it: for logs, metrics and tools. The event's
+    /// `destination` is the queue, its `subject` the routing key, its `position` the delivery
+    /// tag. It must not block.
+    pub fn on_event(mut self, callback: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
+        self.config.engine = self.config.engine.on_event(callback);
         self
     }
 

@@ -1,36 +1,35 @@
 //! The copies of a consumed message that the consumer publishes: to the dead-letter destination,
 //! and to the retry queue.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use jwt_relay::{Redaction, reason_headers};
+use jwt_relay::Redaction;
+use jwt_relay::consume::DeadLetterCopy;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use crate::headers::write_count;
 
 /// Header counting how many times a message went through the retry queue (transient failures
-/// and handler failures alike). It sets the backoff of the next retry.
+/// and handler failures alike). Less the [`FAILURES_HEADER`], it is the count of checks that
+/// ended in a retry, which the guard's backoff goes by
+/// ([`Tries`](jwt_relay::consume::Tries)`::checks`).
 pub const ATTEMPT_HEADER: &str = "x-jwt-relay-attempt";
 /// Header counting how many times a handler failed on a message; at
 /// [`max_attempts`](crate::ConsumerBuilder::max_attempts) the message is dead-lettered.
 pub const FAILURES_HEADER: &str = "x-jwt-relay-handler-failures";
 
-/// The properties of a dead-lettered copy: the original's, with the headers `redaction` keeps
-/// (the token and other credentials dropped, also inside nested tables) each with its AMQP type,
-/// and the core's [`jwt_relay::reason_headers`] added as `LongString`s.
-pub(crate) fn dead_letter_copy(
-    original: &BasicProperties,
-    reason: &jwt_relay::Error,
-    redaction: &Redaction,
-    now: SystemTime,
-) -> BasicProperties {
+/// The properties of a dead-lettered copy: the original's, with the headers the copy's
+/// redaction keeps (the token and other credentials dropped, also inside nested tables; so are
+/// an earlier copy's reason and origin headers) each with its AMQP type, and the copy's reason
+/// and origin headers ([`DeadLetterCopy::headers`]) added as `LongString`s.
+pub(crate) fn dead_letter_copy(original: &BasicProperties, copy: &DeadLetterCopy<'_>) -> BasicProperties {
     let mut headers = original
         .headers()
         .as_ref()
-        .map(|table| redacted(table, redaction))
+        .map(|table| redacted(table, &copy.redaction))
         .unwrap_or_default();
-    for (name, value) in reason_headers(reason, now) {
+    for (name, value) in copy.headers() {
         headers.insert(
             ShortString::from(name),
             AMQPValue::LongString(LongString::from(value)),
@@ -127,10 +126,32 @@ fn republished(original: &BasicProperties, headers: FieldTable) -> BasicProperti
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use jwt_relay::{ErrorKind, REASON_CLASS, REASON_KIND, REASON_MESSAGE, REASON_TIME};
+    use std::time::SystemTime;
+
+    use jwt_relay::consume::{Origin, Position};
+    use jwt_relay::{
+        ErrorKind, ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, PublishTime, REASON_CLASS,
+        REASON_KIND, REASON_MESSAGE, REASON_TIME,
+    };
 
     use super::*;
     use crate::headers::read_count;
+
+    fn letter<'a>(reason: &'a jwt_relay::Error, redaction: Redaction) -> DeadLetterCopy<'a> {
+        DeadLetterCopy {
+            reason,
+            redaction,
+            origin: Origin {
+                destination: "invoices",
+                subject: "invoices.eu",
+                position: Position::DeliveryTag(7),
+                published: Some(PublishTime::client(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                )),
+            },
+            now: SystemTime::UNIX_EPOCH,
+        }
+    }
 
     fn original() -> BasicProperties {
         let mut headers = FieldTable::default();
@@ -170,7 +191,7 @@ mod tests {
     fn a_dead_letter_copy_keeps_typed_headers_drops_the_token_and_adds_the_reason() {
         let reason = jwt_relay::Error::new(ErrorKind::BadSignature, "key `k1` says no");
         let redaction = Redaction::new(jwt_relay::TokenHeader::default());
-        let copy = dead_letter_copy(&original(), &reason, &redaction, SystemTime::UNIX_EPOCH);
+        let copy = dead_letter_copy(&original(), &letter(&reason, redaction.clone()));
         let headers = copy.headers().as_ref().unwrap().inner();
         assert!(!headers.contains_key("authorization"));
         assert!(!headers.contains_key("proxy-authorization"));
@@ -198,18 +219,20 @@ mod tests {
         );
         assert_eq!(headers.get(REASON_TIME), Some(&AMQPValue::LongString("0".into())));
         assert!(headers.contains_key(REASON_MESSAGE));
+        let origin = |name: &str| match headers.get(name) {
+            Some(AMQPValue::LongString(value)) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(origin(ORIGINAL_DESTINATION), "invoices");
+        assert_eq!(origin(ORIGINAL_SUBJECT), "invoices.eu");
+        assert_eq!(origin(ORIGINAL_TIMESTAMP), "1700000000000 client");
         assert_eq!(copy.message_id().as_ref().map(ShortString::as_str), Some("m-1"));
         assert_eq!(*copy.timestamp(), Some(1_700_000_000));
         assert_eq!(*copy.delivery_mode(), Some(2));
         assert_eq!(*copy.expiration(), None);
         assert_eq!(*copy.user_id(), None);
 
-        let kept = dead_letter_copy(
-            &original(),
-            &reason,
-            &redaction.keep_token(true),
-            SystemTime::UNIX_EPOCH,
-        );
+        let kept = dead_letter_copy(&original(), &letter(&reason, redaction.keep_token(true)));
         assert!(kept.headers().as_ref().unwrap().contains_key("authorization"));
     }
 

@@ -27,4 +27,14 @@ impl DeadLetter {
             routing_key: routing_key.into(),
         }
     }
+
+    /// Where copies go, as an [`Event`](jwt_relay::Event) names it: the queue for the default
+    /// exchange, else `<exchange>/<routing key>`.
+    pub fn target(&self) -> String {
+        if self.exchange.is_empty() {
+            self.routing_key.clone()
+        } else {
+            format!("{}/{}", self.exchange, self.routing_key)
+        }
+    }
 }

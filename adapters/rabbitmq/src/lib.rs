@@ -11,7 +11,9 @@
 //!   the verified identity's scope, acknowledging only after it succeeded; rejected messages go
 //!   to a dead-letter queue with their reason and without their token ([`DeadLetter`]),
 //!   transient failures and handler errors come back later through a retry queue, a
-//!   configuration error stops it. It reconnects with backoff when the connection drops.
+//!   configuration error stops it. It reconnects with backoff when the connection drops. It
+//!   decides with the core's consume engine, and reports what it did as every adapter does:
+//!   [`Event`]s, [`Stats`] and a [`RunReport`].
 //! - [`Topology`] declares the work queue, its dead-letter exchange and queue and its retry
 //!   queue, classic or quorum, in one call.
 //! - [`AmqpHeaders`] and [`AmqpHeadersMut`] map AMQP's typed headers onto the core's carrier
@@ -96,9 +98,14 @@ pub use connect::{Connect, Connector};
 pub use consumer::{Consumer, ConsumerBuilder};
 pub use copy::{ATTEMPT_HEADER, FAILURES_HEADER};
 pub use dead_letter::DeadLetter;
-pub use delivery::{Delivery, RunReport, Settled, Settlement};
+pub use delivery::Delivery;
 pub use error::{Error, ErrorKind, Result};
 pub use headers::{AmqpHeaders, AmqpHeadersMut};
+// What a consumer reports, the same for every broker.
+pub use jwt_relay::{
+    Event, EventOutcome, ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position, RunReport,
+    Stats,
+};
 pub use publisher::{Publisher, destination};
 pub use topology::{QueueKind, Topology};
 

@@ -7,21 +7,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_core::Stream;
-use jwt_relay::observe::consume_span;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use tokio::task::JoinSet;
-use tracing::Instrument as _;
 
 use crate::connect::Connect;
 use crate::consumer::Config;
-use crate::delivery::{Delivery, Tally};
+use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind};
-use crate::headers::AmqpHeaders;
-use crate::settle::{TaskEnd, move_held, settle};
+use crate::settle::{Stop, TaskEnd, move_held, settle};
 
 /// The AMQP reply code of a normal close.
 const REPLY_SUCCESS: u16 = 200;
@@ -183,7 +180,6 @@ impl Session {
     pub(crate) async fn run<H, Fut, E, S>(
         mut self,
         config: &Arc<Config>,
-        tally: &Arc<Tally>,
         handler: &Arc<H>,
         mut shutdown: Pin<&mut S>,
         taken: &mut u64,
@@ -209,25 +205,16 @@ impl Session {
                 next = poll_fn(|cx| Pin::new(&mut self.consumer).poll_next(cx)) => match next {
                     Some(Ok(delivery)) => {
                         *taken += 1;
-                        let span = match delivery.properties.headers() {
-                            Some(table) => consume_span("rabbitmq", &config.queue, &AmqpHeaders::new(table)),
-                            None => consume_span("rabbitmq", &config.queue, &jwt_relay::Headers::new()),
-                        };
-                        let task = settle(
-                            config.clone(),
-                            tally.clone(),
-                            self.publish.clone(),
-                            handler.clone(),
-                            delivery,
-                        );
-                        tasks.spawn(task.instrument(span));
+                        // In its `jwt_relay.consume` span, which the engine opens.
+                        let task = settle(config.clone(), self.publish.clone(), handler.clone(), delivery);
+                        tasks.spawn(task);
                     }
                     Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
                     None => break SessionEnd::Lost("the broker cancelled the consumer".to_owned()),
                 },
                 next = next_held(&mut self.held) => match next {
                     Some(Ok(delivery)) => {
-                        let task = move_held(config.clone(), tally.clone(), self.publish.clone(), delivery);
+                        let task = move_held(config.clone(), self.publish.clone(), delivery);
                         tasks.spawn(task);
                     }
                     Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
@@ -302,9 +289,9 @@ fn task_end(joined: Result<TaskEnd, tokio::task::JoinError>) -> Option<SessionEn
     match joined {
         Ok(TaskEnd::Settled) => None,
         Ok(TaskEnd::Halt(reason)) => Some(SessionEnd::Halted(reason)),
-        Ok(TaskEnd::Fatal(error)) => Some(SessionEnd::Fatal(error)),
-        Ok(TaskEnd::Broken(why)) => Some(SessionEnd::Lost(why)),
-        // Handler panics are caught by run_handler; this is a bug of ours. Its delivery is
+        Ok(TaskEnd::Stop(Stop::Fatal(error))) => Some(SessionEnd::Fatal(error)),
+        Ok(TaskEnd::Stop(Stop::Broken(why))) => Some(SessionEnd::Lost(why)),
+        // The engine catches handler panics; this is a bug of ours. Its delivery is
         // still unacknowledged: a new session gets it back.
         Err(e) => Some(SessionEnd::Lost(format!("a delivery task failed: {e}"))),
     }

@@ -113,7 +113,7 @@ impl Invoices {
                         move |delivery: Delivery| {
                             handler(delivery.context().clone(), delivery.payload().to_vec())
                         },
-                        std::future::pending(),
+                        std::future::pending::<()>(),
                     )
                     .await?;
                 Ok(Counts {

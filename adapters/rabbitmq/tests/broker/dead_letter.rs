@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use jwt_relay::{Guard, REASON_CLASS, REASON_KIND, REASON_MESSAGE};
+use jwt_relay::{Guard, ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, REASON_CLASS, REASON_KIND, REASON_MESSAGE};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::lapin::options::{BasicGetOptions, BasicRejectOptions};
 use jwt_relay_rabbitmq::lapin::types::{AMQPValue, ShortString};
-use jwt_relay_rabbitmq::{Consumer, DeadLetter, ErrorKind, Publisher, Settlement, Topology};
+use jwt_relay_rabbitmq::{Consumer, DeadLetter, ErrorKind, EventOutcome, Publisher, Topology};
 
 use crate::support::broker::{Broker, broker, eventually, headers, spawn, unique};
 use crate::support::tokens::{AUDIENCE, claims, forged, token, token_with, verifier};
@@ -62,7 +62,7 @@ async fn missing_forged_expired_and_wrong_audience_tokens_are_dead_lettered_with
         .unwrap();
 
     assert_eq!(handled.load(Ordering::SeqCst), 0, "no handler ran");
-    assert_eq!(report.dead_lettered, 4);
+    assert_eq!((report.rejected, report.dead_lettered), (4, 4), "{report:?}");
     let dead = broker.drain(topology.dead_letter_queue_name()).await;
     let mut kinds = BTreeMap::new();
     for message in &dead {
@@ -85,6 +85,15 @@ async fn missing_forged_expired_and_wrong_audience_tokens_are_dead_lettered_with
         );
         assert_eq!(message.header(REASON_CLASS).as_deref(), Some("permanent"));
         assert!(!message.header(REASON_MESSAGE).unwrap_or_default().is_empty());
+        assert_eq!(
+            message.header(ORIGINAL_DESTINATION).as_deref(),
+            Some(topology.queue()),
+            "the origin travels with the copy"
+        );
+        assert_eq!(
+            message.header(ORIGINAL_SUBJECT).as_deref(),
+            Some(topology.queue())
+        );
         kinds.insert(id, message.header(REASON_KIND).unwrap());
     }
     let expected: BTreeMap<String, String> = cases
@@ -137,9 +146,15 @@ async fn broker_dead_letter_case(
 
     let moved = Arc::new(AtomicUsize::new(0));
     let counter = moved.clone();
+    let dead_letter_queue = topology.dead_letter_queue_name().to_owned();
     let consumer = Consumer::builder(topology.queue(), Guard::new(verifier()))
-        .on_settled(move |settled| {
-            if settled.settlement() == Settlement::DeadLettered {
+        .on_event(move |event| {
+            if let EventOutcome::Rejected {
+                dead_letter: Some(target),
+                ..
+            } = &event.outcome
+            {
+                assert_eq!(*target, dead_letter_queue, "the copy's destination is reported");
                 counter.fetch_add(1, Ordering::SeqCst);
             }
         })
@@ -150,7 +165,7 @@ async fn broker_dead_letter_case(
     })
     .await;
     let report = running.stop().await.unwrap();
-    assert_eq!(report.dead_lettered, 1);
+    assert_eq!((report.rejected, report.dead_lettered), (1, 1), "{report:?}");
 
     assert_eq!(
         broker.depth(topology.held_queue_name()).await,
@@ -176,6 +191,11 @@ async fn broker_dead_letter_case(
     assert!(!everything.contains(&user), "{name}: the token appears nowhere");
     assert!(!everything.contains("session=secret"), "{name}: nor the cookie");
     assert!(copy.has_header_any_case("x-death"), "the broker's record is kept");
+    assert_eq!(
+        copy.header(ORIGINAL_DESTINATION).as_deref(),
+        Some(topology.queue()),
+        "{name}: the same origin headers as the consumer's own dead letters"
+    );
     broker.cleanup(&topology).await;
 }
 

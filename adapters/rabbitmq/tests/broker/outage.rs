@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jwt_relay::{Backoff, Guard};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
-use jwt_relay_rabbitmq::{Consumer, Settlement};
+use jwt_relay_rabbitmq::{Consumer, EventOutcome};
 
 use crate::support::broker::{broker, eventually, headers, id_of, spawn};
 use crate::support::jwks_server::JwksServer;
@@ -43,12 +43,9 @@ async fn messages_wait_while_the_key_set_is_down_and_are_all_handled_after() {
     let retries = retried.clone();
     let consumer = Consumer::builder(topology.queue(), guard)
         .prefetch(5)
-        .on_settled(move |settled| {
-            if settled.settlement() == Settlement::Retried {
-                assert_eq!(
-                    settled.error().map(|e| e.kind().as_str()),
-                    Some("KeySetUnavailable")
-                );
+        .on_event(move |event| {
+            if let EventOutcome::Retry { reason, .. } = &event.outcome {
+                assert_eq!(reason.kind().as_str(), "KeySetUnavailable");
                 retries.fetch_add(1, Ordering::SeqCst);
             }
         })

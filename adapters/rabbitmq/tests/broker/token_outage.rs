@@ -12,7 +12,7 @@ use std::time::Duration;
 use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
 use jwt_relay::{Acceptance, now_unix};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
-use jwt_relay_rabbitmq::{Consumer, Settlement};
+use jwt_relay_rabbitmq::{Consumer, EventOutcome};
 use serde_json::json;
 
 use crate::support::broker::{broker, eventually, headers, id_of, spawn};
@@ -46,8 +46,8 @@ async fn messages_wait_out_a_token_service_outage() {
     let retried = Arc::new(AtomicUsize::new(0));
     let counted = retried.clone();
     let consumer = Consumer::builder(topology.queue(), guard)
-        .on_settled(move |settled| {
-            if settled.settlement() == Settlement::Retried {
+        .on_event(move |event| {
+            if matches!(event.outcome, EventOutcome::Retry { .. }) {
                 counted.fetch_add(1, Ordering::SeqCst);
             }
         })
