@@ -215,7 +215,7 @@ pub(crate) async fn run(options: Options, timeline: Timeline) -> Result<Summary,
                                 Ok::<(), Failure>(())
                             }
                         },
-                        std::future::pending(),
+                        std::future::pending::<()>(),
                     )
                     .await
             })
