@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use crate::carrier::Extractor;
 use crate::consume::{Origin, Position};
-use crate::policy::TimestampSource;
 use crate::error::{Error, ErrorKind};
+use crate::policy::TimestampSource;
 use crate::token_header::TokenHeader;
 use crate::verifier::unix_seconds;
 
@@ -189,7 +189,11 @@ pub fn dead_letter_headers<'a>(
 
 /// The reason headers, then the origin headers, of a copy of the message from `origin`
 /// (see [`DeadLetterCopy::headers`](crate::consume::DeadLetterCopy::headers)).
-pub(crate) fn copy_headers(reason: &Error, origin: &Origin<'_>, now: SystemTime) -> Vec<(&'static str, String)> {
+pub(crate) fn copy_headers(
+    reason: &Error,
+    origin: &Origin<'_>,
+    now: SystemTime,
+) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> = reason_headers(reason, now).into();
     out.push((ORIGINAL_DESTINATION, printable(origin.destination)));
     out.push((ORIGINAL_SUBJECT, printable(origin.subject)));

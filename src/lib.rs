@@ -67,8 +67,8 @@ mod ambient;
 mod backoff;
 mod carrier;
 mod claims;
-mod consume_error;
 pub mod consume;
+mod consume_error;
 mod context;
 mod crypto;
 mod dead_letter;
@@ -104,13 +104,14 @@ pub use ambient::{WithIdentity, current, scope};
 pub use backoff::Backoff;
 pub use carrier::{Extractor, HeaderValue, Headers, InjectError, Injector};
 pub use claims::Claims;
+pub use consume::{Event, EventOutcome, Position, RunReport, Stats};
 pub use consume_error::{ConsumeError, ConsumeErrorKind};
 pub use context::{Acceptance, Actor, AuthContext};
 pub use crypto::crypto_provider;
 pub use dead_letter::{
-    CREDENTIAL_HEADERS, MAX_REASON_MESSAGE, ORIGINAL_DESTINATION, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SEQUENCE,
-    ORIGINAL_STREAM, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, REASON_CLASS, REASON_KIND, REASON_MESSAGE,
-    REASON_TIME, Redaction, already_dead_lettered, dead_letter_headers, reason_headers,
+    CREDENTIAL_HEADERS, MAX_REASON_MESSAGE, ORIGINAL_DESTINATION, ORIGINAL_OFFSET, ORIGINAL_PARTITION,
+    ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, REASON_CLASS, REASON_KIND,
+    REASON_MESSAGE, REASON_TIME, Redaction, already_dead_lettered, dead_letter_headers, reason_headers,
 };
 pub use error::{Error, ErrorClass, ErrorKind, Result};
 pub use exchange::{
@@ -127,7 +128,6 @@ pub use propagator::{Propagator, PropagatorBuilder};
 pub use publish_error::{PublishError, PublishErrorKind};
 pub use read_ahead::ReadAhead;
 pub use remote::RemoteOptions;
-pub use consume::{Event, EventOutcome, Position, RunReport, Stats};
 pub use token_header::TokenHeader;
 pub use verifier::{Verifier, VerifierBuilder, now_unix};
 

@@ -175,7 +175,10 @@ impl Kafka {
                 .build()?;
             let report = tokio::time::timeout(
                 crate::tokens::PATIENCE,
-                consumer.run(|_| async { Ok::<(), Infallible>(()) }, std::future::pending::<()>()),
+                consumer.run(
+                    |_| async { Ok::<(), Infallible>(()) },
+                    std::future::pending::<()>(),
+                ),
             )
             .await??;
             if report.accepted != count as u64 {

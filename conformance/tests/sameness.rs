@@ -39,11 +39,14 @@ struct Message {
     headers: Vec<(String, Vec<u8>)>,
 }
 
+/// One reported event: its outcome label and error kind.
+type Outcome = (&'static str, Option<String>);
+
 /// What one transport did with the corpus.
 #[derive(Debug, PartialEq, Eq)]
 struct Observed {
     /// Every reported event: its outcome label and error kind, sorted.
-    outcomes: Vec<(&'static str, Option<String>)>,
+    outcomes: Vec<Outcome>,
     /// The dead-lettered copies by message id: their reason kind, class and message (without
     /// its digits).
     dead_letters: BTreeMap<String, [String; 3]>,
@@ -120,7 +123,7 @@ impl Handler {
 /// Collects what a consumer reports, and says when every message has reached its end.
 #[derive(Clone)]
 struct Watch {
-    outcomes: Arc<Mutex<Vec<(&'static str, Option<String>)>>>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
     ended: Arc<Mutex<usize>>,
     expected: usize,
     done: Arc<Notify>,
@@ -150,10 +153,7 @@ impl Watch {
             | EventOutcome::Halted(reason) => Some(reason.kind().as_str().to_owned()),
             _ => Some("unknown".to_owned()),
         };
-        self.outcomes
-            .lock()
-            .unwrap()
-            .push((event.outcome.label(), kind));
+        self.outcomes.lock().unwrap().push((event.outcome.label(), kind));
         if matches!(
             event.outcome,
             EventOutcome::Accepted(_) | EventOutcome::Rejected { .. }
@@ -467,7 +467,9 @@ mod rabbitmq {
                         .iter()
                         .filter_map(|(name, value)| match value {
                             AMQPValue::LongString(v) => Some((name.to_string(), v.as_bytes().to_vec())),
-                            AMQPValue::ShortString(v) => Some((name.to_string(), v.as_str().as_bytes().to_vec())),
+                            AMQPValue::ShortString(v) => {
+                                Some((name.to_string(), v.as_str().as_bytes().to_vec()))
+                            }
                             _ => None,
                         })
                         .collect()
@@ -547,7 +549,8 @@ mod nats {
         let expected = expected_copies(&watch);
         let mut copies = Vec::new();
         while copies.len() < expected {
-            let Ok(Some(copy)) = tokio::time::timeout(Duration::from_secs(10), copies_sub.next()).await else {
+            let Ok(Some(copy)) = tokio::time::timeout(Duration::from_secs(10), copies_sub.next()).await
+            else {
                 break;
             };
             copies.push(copy_of(copy.headers.as_ref(), &copy.payload));
@@ -558,7 +561,8 @@ mod nats {
     pub(super) async fn jetstream(messages: &[Message], guard: Guard, client: Client) -> Observed {
         let js = jetstream::new(client);
         let prefix = unique("conformance_js").replace('-', "_");
-        let topology = Topology::new(prefix.to_uppercase(), [format!("{prefix}.*")]).storage(StorageType::Memory);
+        let topology =
+            Topology::new(prefix.to_uppercase(), [format!("{prefix}.*")]).storage(StorageType::Memory);
         let declared = topology.declare(&js).await.unwrap();
         let subject = format!("{prefix}.orders");
         for message in messages {
@@ -632,7 +636,11 @@ async fn every_transport_decides_and_reports_alike() {
     let sts = DevSts::start(DevStsConfig::default()).await.unwrap();
     let messages = corpus(&sts);
     // A guard per transport: each fetches the key set itself, as a consumer would.
-    let guard = || Guard::builder(sts.verifier(AUD).unwrap()).backoff(backoff()).build();
+    let guard = || {
+        Guard::builder(sts.verifier(AUD).unwrap())
+            .backoff(backoff())
+            .build()
+    };
 
     let reference = memory::run(&messages, guard()).await;
     let hostile = messages.iter().filter(|m| m.id.starts_with("hostile")).count();
@@ -669,7 +677,8 @@ async fn every_transport_decides_and_reports_alike() {
         assert_same("Kafka (broker)", &reference, &observed);
     }
 
-    let amqp = std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let amqp =
+        std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     if broker_available("RabbitMQ", &amqp) {
         let observed = rabbitmq::run(&messages, guard(), &amqp).await;
         assert_same("RabbitMQ", &reference, &observed);

@@ -150,7 +150,12 @@ impl Engine {
     /// One try at `message`, in its `jwt_relay.consume` span: the guard, then the handler (
     /// `handle` builds the transport's delivery from the identity and the tries, and calls the
     /// user's handler), then the settlement and the report.
-    pub async fn process<X, S, F, Fut, E>(&self, message: &Incoming<'_, X>, settle: &mut S, handle: F) -> Step<S::Stop>
+    pub async fn process<X, S, F, Fut, E>(
+        &self,
+        message: &Incoming<'_, X>,
+        settle: &mut S,
+        handle: F,
+    ) -> Step<S::Stop>
     where
         X: Extractor + Sync,
         S: Settle,
@@ -164,7 +169,12 @@ impl Engine {
 
     /// Dead-letters `message` for `reason` without asking the guard (a record whose headers
     /// cannot be read, a message held for a retry when the run stops), in its span.
-    pub async fn reject<X, S>(&self, message: &Incoming<'_, X>, settle: &mut S, reason: &Error) -> Step<S::Stop>
+    pub async fn reject<X, S>(
+        &self,
+        message: &Incoming<'_, X>,
+        settle: &mut S,
+        reason: &Error,
+    ) -> Step<S::Stop>
     where
         X: Extractor + Sync,
         S: Settle,
@@ -175,7 +185,12 @@ impl Engine {
             .await
     }
 
-    async fn decide<X, S, F, Fut, E>(&self, message: &Incoming<'_, X>, settle: &mut S, handle: F) -> Step<S::Stop>
+    async fn decide<X, S, F, Fut, E>(
+        &self,
+        message: &Incoming<'_, X>,
+        settle: &mut S,
+        handle: F,
+    ) -> Step<S::Stop>
     where
         X: Extractor + Sync,
         S: Settle,
@@ -197,8 +212,7 @@ impl Engine {
                     checks: tries.checks.saturating_add(1),
                     ..tries
                 };
-                self.retry(message, settle, (delay, tries), &reason, false)
-                    .await
+                self.retry(message, settle, (delay, tries), &reason, false).await
             }
             Outcome::Halt(reason) => {
                 settle.release().await;
@@ -240,10 +254,7 @@ impl Engine {
             ..tries
         };
         match after_handler_failure(tries.failures, self.max_attempts, &self.backoff, &failure) {
-            HandlerVerdict::Retry(delay) => {
-                self.retry(message, settle, (delay, tries), &failure, true)
-                    .await
-            }
+            HandlerVerdict::Retry(delay) => self.retry(message, settle, (delay, tries), &failure, true).await,
             HandlerVerdict::DeadLetter(reason) => {
                 self.stats().handler_failed();
                 self.dead_letter(message, settle, &reason, tries).await
@@ -337,8 +348,7 @@ impl Engine {
                     copies: tries.copies.saturating_add(1),
                     ..tries
                 };
-                self.retry(message, settle, (delay, tries), reason, false)
-                    .await
+                self.retry(message, settle, (delay, tries), reason, false).await
             }
             Err(CopyFailed::Stop(stop)) => {
                 self.report(message, EventOutcome::Halted(reason));

@@ -79,6 +79,8 @@ pub struct Stats {
 
 #[derive(Default)]
 struct Counters {
+    /// Woken each time a message ends (accepted or rejected), for [`Stats::ended`].
+    ended: tokio::sync::Notify,
     accepted: AtomicU64,
     rejected: AtomicU64,
     dead_lettered: AtomicU64,
@@ -191,6 +193,30 @@ impl Stats {
             EventOutcome::Halted(_) => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if matches!(outcome, EventOutcome::Accepted(_) | EventOutcome::Rejected { .. }) {
+            c.ended.notify_waiters();
+        }
+    }
+
+    /// Completes once `messages` more messages have ended (been accepted or rejected) than
+    /// had when this was called: what a consumer's `limit` waits for.
+    pub fn ended(&self, messages: u64) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let counters = self.counters.clone();
+        let count =
+            move || counters.accepted.load(Ordering::Relaxed) + counters.rejected.load(Ordering::Relaxed);
+        let target = count().saturating_add(messages);
+        let counters = self.counters.clone();
+        async move {
+            loop {
+                let notified = counters.ended.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if count() >= target {
+                    return;
+                }
+                notified.await;
+            }
+        }
     }
 
     /// Counts a handler failure that ends in a rejection (the rejection is
@@ -236,5 +262,48 @@ mod tests {
             ),
             (0, 1, 1, 1, 1)
         );
+    }
+
+    #[tokio::test]
+    async fn ended_waits_for_that_many_more_accepted_or_rejected() {
+        let stats = Stats::default();
+        let context_free = Error::new(ErrorKind::Expired, "expired");
+        stats.record(&EventOutcome::Rejected {
+            reason: &context_free,
+            dead_letter: None,
+        });
+        let mut two = std::pin::pin!(stats.ended(2));
+        let delay = Duration::from_secs(1);
+        stats.record(&EventOutcome::Retry {
+            reason: &context_free,
+            delay,
+        });
+        stats.record(&EventOutcome::Rejected {
+            reason: &context_free,
+            dead_letter: Some("dlq"),
+        });
+        assert!(
+            futures_poll_once(two.as_mut()).await.is_none(),
+            "a retry does not end a message, and one is not two"
+        );
+        stats.record(&EventOutcome::Rejected {
+            reason: &context_free,
+            dead_letter: None,
+        });
+        tokio::time::timeout(Duration::from_secs(1), two)
+            .await
+            .unwrap_or_else(|_| panic!("two ended"));
+    }
+
+    /// Polls `future` once: `Some` if it completed.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
+        let mut future = future;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

@@ -29,12 +29,19 @@ pub trait Settle: Send {
     /// broker keeps it until then ([`Retried::Scheduled`]: a nak with a delay, a retry queue)
     /// or the transport holds it in process and the engine returns
     /// [`Step::Again`](super::Step::Again).
-    fn retry(&mut self, delay: Duration, tries: Tries) -> impl Future<Output = Result<Retried, Self::Stop>> + Send;
+    fn retry(
+        &mut self,
+        delay: Duration,
+        tries: Tries,
+    ) -> impl Future<Output = Result<Retried, Self::Stop>> + Send;
 
     /// Store `copy` in the dead-letter destination and, once the broker confirmed it, settle
     /// the original. Returns where the copy went, or `None` when there is no dead-letter
     /// destination (the message is dropped, or, for a request, answered with the error).
-    fn dead_letter(&mut self, copy: &DeadLetterCopy<'_>) -> impl Future<Output = Result<Option<String>, CopyFailed<Self::Stop>>> + Send;
+    fn dead_letter(
+        &mut self,
+        copy: &DeadLetterCopy<'_>,
+    ) -> impl Future<Output = Result<Option<String>, CopyFailed<Self::Stop>>> + Send;
 
     /// Settle the message without a copy: it already is a dead-lettered copy (`reason` says
     /// so). `false` as for [`ack`](Self::ack).

@@ -239,7 +239,10 @@ impl Settle for Lease<'_> {
         Ok(Retried::Scheduled)
     }
 
-    async fn dead_letter(&mut self, copy: &DeadLetterCopy<'_>) -> Result<Option<String>, CopyFailed<Infallible>> {
+    async fn dead_letter(
+        &mut self,
+        copy: &DeadLetterCopy<'_>,
+    ) -> Result<Option<String>, CopyFailed<Infallible>> {
         let mut headers = Headers::new();
         for (name, value) in self.message.headers.iter() {
             if copy.redaction.keeps(name) {

@@ -12,13 +12,15 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use jwt_relay::{Backoff, ConsumeError, ConsumeErrorKind, Guard, ReadAhead, RunReport, Stats};
 use rdkafka::ClientConfig;
-use rdkafka::ClientContext;
+use rdkafka::client::{DefaultClientContext, OAuthToken};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientContext, Statistics};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -26,9 +28,9 @@ use tokio::time::MissedTickBehavior;
 
 use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
-use jwt_relay::consume::{Engine, Event, Reporter};
 use crate::headers::KafkaHeaders;
 use crate::partition::{Incoming, Partition, Signal, StoredOffset, set_paused};
+use jwt_relay::consume::{Engine, Event, Reporter};
 
 /// What a consumer stops with: [`jwt_relay::ConsumeError`].
 pub type Result<T, E = ConsumeError> = std::result::Result<T, E>;
@@ -64,21 +66,63 @@ const CONSUMER_ONLY: [&str; 13] = [
 /// knows when its records come from a new assignment (and forgets a rewind or retry counts
 /// of the previous one).
 #[derive(Debug, Default)]
-pub struct Rebalances(AtomicU64);
+pub struct Rebalances<C = DefaultClientContext> {
+    assignments: AtomicU64,
+    client: C,
+}
 
-impl Rebalances {
+impl<C> Rebalances<C> {
+    fn new(client: C) -> Self {
+        Rebalances {
+            assignments: AtomicU64::new(0),
+            client,
+        }
+    }
+
     /// How many assignments the consumer has received.
     pub fn assignments(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.assignments.load(Ordering::SeqCst)
+    }
+
+    /// The user's own context ([`ConsumerBuilder::context`]).
+    pub fn client(&self) -> &C {
+        &self.client
     }
 }
 
-impl ClientContext for Rebalances {}
+/// Every client callback goes to the user's context: logs, statistics, errors, and the
+/// OAUTHBEARER token refresh.
+impl<C: ClientContext> ClientContext for Rebalances<C> {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = C::ENABLE_REFRESH_OAUTH_TOKEN;
 
-impl ConsumerContext for Rebalances {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.client.log(level, fac, log_message);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.client.stats(statistics);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.client.stats_raw(statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client.error(error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        oauthbearer_config: Option<&str>,
+    ) -> std::result::Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.client.generate_oauth_token(oauthbearer_config)
+    }
+}
+
+impl<C: ClientContext> ConsumerContext for Rebalances<C> {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(_) = rebalance {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            self.assignments.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -128,14 +172,16 @@ impl ConsumerContext for Rebalances {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct Consumer {
-    inner: Arc<Inner>,
+pub struct Consumer<C = DefaultClientContext>
+where
+    C: ClientContext + 'static,
+{
+    inner: Arc<Inner<C>>,
 }
 
 /// What a consumer is, shared with its partitions' tasks.
-pub(crate) struct Inner {
-    pub(crate) consumer: StreamConsumer<Rebalances>,
+pub(crate) struct Inner<C: ClientContext + 'static> {
+    pub(crate) consumer: StreamConsumer<Rebalances<C>>,
     pub(crate) producer: FutureProducer,
     pub(crate) engine: Engine,
     pub(crate) topics: Vec<String>,
@@ -151,7 +197,7 @@ pub(crate) struct Inner {
     pub(crate) produce_timeout: Duration,
 }
 
-impl Inner {
+impl<C: ClientContext> Inner<C> {
     /// Whether records may still be taken: no limit, or fewer taken. A partition's task that
     /// ends while this holds ended early, which only a halt (signalled) or a bug does.
     fn below_limit(&self) -> bool {
@@ -160,7 +206,15 @@ impl Inner {
     }
 }
 
-impl fmt::Debug for Consumer {
+impl<C: ClientContext> Clone for Consumer<C> {
+    fn clone(&self) -> Self {
+        Consumer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C: ClientContext> fmt::Debug for Consumer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
         f.debug_struct("Consumer")
@@ -174,8 +228,9 @@ impl fmt::Debug for Consumer {
 }
 
 /// Builds a [`Consumer`].
-pub struct ConsumerBuilder {
+pub struct ConsumerBuilder<C = DefaultClientContext> {
     config: ClientConfig,
+    context: C,
     engine: Engine,
     topics: Vec<String>,
     producer: Option<FutureProducer>,
@@ -187,7 +242,7 @@ pub struct ConsumerBuilder {
     produce_timeout: Duration,
 }
 
-impl fmt::Debug for ConsumerBuilder {
+impl<C> fmt::Debug for ConsumerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerBuilder")
             .field("topics", &self.topics)
@@ -205,6 +260,7 @@ impl Consumer {
     pub fn builder(config: &ClientConfig, guard: Guard) -> ConsumerBuilder {
         ConsumerBuilder {
             config: config.clone(),
+            context: DefaultClientContext,
             engine: Engine::new(guard, Reporter::new("kafka")),
             topics: Vec::new(),
             producer: None,
@@ -216,14 +272,16 @@ impl Consumer {
             produce_timeout: Duration::from_secs(30),
         }
     }
+}
 
+impl<C: ClientContext> Consumer<C> {
     /// The counts so far; readable while [`run`](Self::run) runs.
     pub fn stats(&self) -> Stats {
         self.inner.engine.stats().clone()
     }
 
     /// The rdkafka consumer, for what this wrapper does not do (lag, watermarks).
-    pub fn inner(&self) -> &StreamConsumer<Rebalances> {
+    pub fn inner(&self) -> &StreamConsumer<Rebalances<C>> {
         &self.inner.consumer
     }
 
@@ -427,7 +485,26 @@ impl Consumer {
     }
 }
 
-impl ConsumerBuilder {
+impl<C: ClientContext> ConsumerBuilder<C> {
+    /// Creates the rdkafka consumer with `context`, the user's own (for OAUTHBEARER token
+    /// refresh, statistics, logs): every client callback goes to it. Rebalances stay the
+    /// consumer's own.
+    pub fn context<D: ClientContext>(self, context: D) -> ConsumerBuilder<D> {
+        ConsumerBuilder {
+            config: self.config,
+            context,
+            engine: self.engine,
+            topics: self.topics,
+            producer: self.producer,
+            dead_letter: self.dead_letter,
+            backoff: self.backoff,
+            buffer: self.buffer,
+            concurrency: self.concurrency,
+            limit: self.limit,
+            produce_timeout: self.produce_timeout,
+        }
+    }
+
     /// Adds a topic to read (at least one).
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
         self.topics.push(topic.into());
@@ -509,7 +586,7 @@ impl ConsumerBuilder {
     /// Creates the rdkafka consumer (with `enable.auto.offset.store=false`) and the
     /// dead-letter producer. A missing `group.id`, no topic, or a configuration librdkafka
     /// refuses is a [`ConsumeErrorKind::Configuration`] error.
-    pub fn build(self) -> Result<Consumer> {
+    pub fn build(self) -> Result<Consumer<C>> {
         let configuration = |message: String| ConsumeError::new(ConsumeErrorKind::Configuration, message);
         if self.config.get("group.id").is_none() {
             return Err(configuration("a Kafka consumer needs `group.id`".to_owned()));
@@ -521,8 +598,8 @@ impl ConsumerBuilder {
         }
         let mut config = self.config.clone();
         config.set("enable.auto.offset.store", "false");
-        let consumer: StreamConsumer<Rebalances> = config
-            .create_with_context(Rebalances::default())
+        let consumer: StreamConsumer<Rebalances<C>> = config
+            .create_with_context(Rebalances::new(self.context))
             .map_err(|e| configuration(format!("cannot create the Kafka consumer: {e}")).with_source(e))?;
         let producer = match self.producer {
             Some(producer) => producer,
@@ -608,7 +685,7 @@ impl Partitions {
 
     /// Moves the records set aside into their partitions' buffers while there is room, and
     /// resumes a paused partition once none waits. Fails if a partition's task has stopped.
-    fn flush(&mut self, consumer: &StreamConsumer<Rebalances>) -> Result<()> {
+    fn flush<C: ClientContext>(&mut self, consumer: &StreamConsumer<Rebalances<C>>) -> Result<()> {
         for slot in self.0.iter_mut().filter(|s| !s.aside.is_empty()) {
             while let Some(incoming) = slot.aside.pop_front() {
                 match slot.queue.try_send(incoming) {
@@ -633,7 +710,7 @@ impl Slot {
     /// Sets `incoming` aside, behind the partition's other records waiting there; once a
     /// buffer's worth waits, pauses the partition in librdkafka, which drops the records it
     /// fetched ahead (they are fetched again on resume): memory stays bounded.
-    fn set_aside(&mut self, incoming: Incoming, consumer: &StreamConsumer<Rebalances>) {
+    fn set_aside<C: ClientContext>(&mut self, incoming: Incoming, consumer: &StreamConsumer<Rebalances<C>>) {
         self.aside.push_back(incoming);
         // Again at each further buffer's worth: a retry hold of the partition's task resumes it.
         if self.aside.len().is_multiple_of(self.queue.max_capacity())

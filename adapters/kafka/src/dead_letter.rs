@@ -49,7 +49,11 @@ impl DeadLetter {
 /// The headers of a dead-lettered copy: the original ones in order (null values kept; none
 /// unless `with_headers`), minus what the copy's redaction leaves out (the token, the
 /// credentials, earlier reason and origin headers), plus the reason and where the record was.
-pub(crate) fn copy_headers(record: &OwnedMessage, copy: &DeadLetterCopy<'_>, with_headers: bool) -> OwnedHeaders {
+pub(crate) fn copy_headers(
+    record: &OwnedMessage,
+    copy: &DeadLetterCopy<'_>,
+    with_headers: bool,
+) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     let original = record.headers().filter(|_| with_headers);
     let kept = original

@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Headers as _;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, Timestamp, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Timestamp, TopicPartitionList};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 
@@ -80,11 +80,11 @@ struct Tries {
     tried: consume::Tries,
 }
 
-pub(crate) struct Partition<H> {
+pub(crate) struct Partition<H, C: ClientContext + 'static> {
     /// Dropped before `inner`: the list holds a reference to librdkafka's partition, and
     /// destroying the consumer waits until none is left.
     pub(crate) offsets: StoredOffset,
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner<C>>,
     pub(crate) handler: Arc<H>,
     pub(crate) topic: String,
     pub(crate) partition: i32,
@@ -105,15 +105,20 @@ impl StoredOffset {
     }
 
     /// Stores the offset after `offset`'s: the next record to read.
-    fn store(&self, consumer: &StreamConsumer<Rebalances>, offset: i64) -> KafkaResult<()> {
+    fn store<C: ClientContext>(
+        &self,
+        consumer: &StreamConsumer<Rebalances<C>>,
+        offset: i64,
+    ) -> KafkaResult<()> {
         let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         list.set_all_offsets(Offset::Offset(offset.saturating_add(1)))?;
         consumer.store_offsets(&list)
     }
 }
 
-impl<H, Fut, E> Partition<H>
+impl<H, Fut, E, C> Partition<H, C>
 where
+    C: ClientContext,
     H: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Display + 'static,
@@ -237,10 +242,7 @@ where
                 };
                 handler(delivery)
             };
-            self.inner
-                .engine
-                .process(&message, &mut settler, handle)
-                .await
+            self.inner.engine.process(&message, &mut settler, handle).await
         } else {
             let reason = jwt_relay::Error::new(
                 ErrorKind::Malformed,
@@ -248,14 +250,13 @@ where
             );
             let headers = jwt_relay::Headers::new();
             let message = self.incoming(&headers, record, tries.tried);
-            self.inner
-                .engine
-                .reject(&message, &mut settler, &reason)
-                .await
+            self.inner.engine.reject(&message, &mut settler, &reason).await
         };
         match step {
             consume::Step::Done => Step::Settled,
-            consume::Step::Again { delay, tries: now, .. } => {
+            consume::Step::Again {
+                delay, tries: now, ..
+            } => {
                 tries.tried = now;
                 Step::Later(delay)
             }
@@ -265,7 +266,12 @@ where
     }
 
     /// The record as the engine sees it.
-    fn incoming<'a, X>(&'a self, headers: &'a X, record: &OwnedMessage, tries: consume::Tries) -> consume::Incoming<'a, X> {
+    fn incoming<'a, X>(
+        &'a self,
+        headers: &'a X,
+        record: &OwnedMessage,
+        tries: consume::Tries,
+    ) -> consume::Incoming<'a, X> {
         consume::Incoming {
             headers,
             destination: &self.topic,
@@ -357,8 +363,8 @@ where
 
 /// Kafka's settle verbs for one record: its offset stored (committed with the next commit), a
 /// copy produced and acknowledged, or nothing (the partition holds the record for a retry).
-struct Settler<'a> {
-    inner: &'a Inner,
+struct Settler<'a, C: ClientContext + 'static> {
+    inner: &'a Inner<C>,
     offsets: &'a StoredOffset,
     topic: &'a str,
     record: &'a OwnedMessage,
@@ -366,7 +372,7 @@ struct Settler<'a> {
     with_headers: bool,
 }
 
-impl Settler<'_> {
+impl<C: ClientContext> Settler<'_, C> {
     /// Stores the record's offset (librdkafka stores the next one) for the next commit.
     fn store(&self) {
         let record = self.record;
@@ -382,7 +388,7 @@ impl Settler<'_> {
     }
 }
 
-impl Settle for Settler<'_> {
+impl<C: ClientContext> Settle for Settler<'_, C> {
     type Stop = Infallible;
 
     async fn ack(&mut self) -> bool {
@@ -395,7 +401,10 @@ impl Settle for Settler<'_> {
     }
 
     /// Writes the copy and waits for the broker's ack, then stores the offset.
-    async fn dead_letter(&mut self, copy: &DeadLetterCopy<'_>) -> Result<Option<String>, CopyFailed<Infallible>> {
+    async fn dead_letter(
+        &mut self,
+        copy: &DeadLetterCopy<'_>,
+    ) -> Result<Option<String>, CopyFailed<Infallible>> {
         let (inner, record) = (self.inner, self.record);
         let target = inner.dead_letter.topic_for(self.topic);
         let headers = copy_headers(record, copy, self.with_headers);
@@ -428,7 +437,7 @@ impl Settle for Settler<'_> {
 /// Pauses reading `topic`[`partition`] in librdkafka, or resumes it; `false` if librdkafka
 /// refused, as it does for a partition no longer assigned (whose records stop anyway).
 pub(crate) fn set_paused(
-    consumer: &StreamConsumer<Rebalances>,
+    consumer: &StreamConsumer<Rebalances<impl ClientContext>>,
     topic: &str,
     partition: i32,
     paused: bool,

@@ -23,7 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::headers::NatsHeadersRef;
 use crate::jetstream_publisher::publish_acked;
 use crate::jetstream_source::{PullOptions, messages};
-use crate::run_loop::{Stopping, run_loop, verify_ahead};
+use crate::run_loop::{Stopping, or_limit, run_loop, verify_ahead};
 use crate::subject::overlap;
 
 /// Consumes a JetStream pull consumer through a [`Guard`], at least once:
@@ -61,6 +61,7 @@ pub struct JetStreamConsumer {
     progress_every: Option<Duration>,
     concurrency: usize,
     batch: Option<usize>,
+    limit: Option<u64>,
 }
 
 impl fmt::Debug for JetStreamConsumer {
@@ -75,6 +76,7 @@ impl fmt::Debug for JetStreamConsumer {
             .field("max_attempts", &self.max_attempts)
             .field("progress_every", &self.progress_every)
             .field("concurrency", &self.concurrency)
+            .field("limit", &self.limit)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +96,7 @@ impl JetStreamConsumer {
             progress_every: None,
             concurrency: 1,
             batch: None,
+            limit: None,
         }
     }
 
@@ -160,6 +163,13 @@ impl JetStreamConsumer {
         self
     }
 
+    /// Stops after this many messages ended (were handled or dead-lettered): for tools and
+    /// tests. Messages already in flight then finish.
+    pub fn limit(mut self, messages: u64) -> Self {
+        self.limit = Some(messages);
+        self
+    }
+
     /// Calls `callback` with what happened to each message, as it happens.
     pub fn on_event(mut self, callback: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
         self.engine = self.engine.on_event(callback);
@@ -207,7 +217,7 @@ impl JetStreamConsumer {
             source,
             self.concurrency,
             ahead,
-            shutdown,
+            or_limit(shutdown, self.limit, self.engine.stats()),
             acks,
             |item, stopping| async move {
                 let message = item?;
@@ -475,16 +485,17 @@ impl Settle for JetStreamSettler<'_> {
 
     /// Publishes the copy (waiting for its store), then terms the original. No stream for the
     /// dead-letter subject stops the run, the message kept.
-    async fn dead_letter(&mut self, copy: &DeadLetterCopy<'_>) -> std::result::Result<Option<String>, CopyFailed<Error>> {
+    async fn dead_letter(
+        &mut self,
+        copy: &DeadLetterCopy<'_>,
+    ) -> std::result::Result<Option<String>, CopyFailed<Error>> {
         let message = self.message;
         let subject = message.subject.as_str();
         let target = self.consumer.dead_letter.subject_for(subject);
         let headers = copy_headers(message.headers.as_ref(), copy);
         match publish_acked(&message.context, &target, headers, message.payload.clone()).await {
             Ok(_) => {
-                self.consumer
-                    .settle(message, AckKind::Term, self.stopping)
-                    .await;
+                self.consumer.settle(message, AckKind::Term, self.stopping).await;
                 Ok(Some(target))
             }
             Err(e) if e.kind() == PublishErrorKind::Unroutable => {

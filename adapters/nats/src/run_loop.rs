@@ -13,7 +13,7 @@ use futures_util::stream::{FuturesUnordered, Stream, StreamExt as _};
 use tokio::sync::watch;
 
 use async_nats::Message;
-use jwt_relay::{Guard, ReadAhead};
+use jwt_relay::{Guard, ReadAhead, Stats};
 
 use crate::acks::Acks;
 use crate::error::Error;
@@ -151,6 +151,27 @@ where
         }
     }
     result
+}
+
+/// `shutdown`, or the moment `limit` more messages have ended (accepted or rejected) in
+/// `stats`, whichever comes first.
+pub(crate) fn or_limit<S: Future>(
+    shutdown: S,
+    limit: Option<u64>,
+    stats: &Stats,
+) -> impl Future<Output = ()> {
+    let limit = limit.map(|messages| stats.ended(messages));
+    async move {
+        match limit {
+            Some(limit) => tokio::select! {
+                _ = shutdown => {}
+                () = limit => {}
+            },
+            None => {
+                shutdown.await;
+            }
+        }
+    }
 }
 
 /// What [`run_loop`] does with a message read ahead: offers it to

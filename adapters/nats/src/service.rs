@@ -262,7 +262,11 @@ impl NatsService {
         match self.engine.process(&incoming, &mut replier, handle).await {
             Step::Done => Ok(()),
             Step::Again { delay, reason, .. } => {
-                respond(replier.responder, Err(ServiceError::unavailable(reason.kind(), delay))).await;
+                respond(
+                    replier.responder,
+                    Err(ServiceError::unavailable(reason.kind(), delay)),
+                )
+                .await;
                 Ok(())
             }
             Step::Halt(reason) => Err(Error::halted(reason)),
@@ -283,13 +287,13 @@ impl Settle for Replier<'_> {
     type Stop = Infallible;
 
     async fn ack(&mut self) -> bool {
-        let answer = self
-            .answer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let answer = self.answer.lock().unwrap_or_else(PoisonError::into_inner).take();
         // The engine acknowledges only once the handler answered.
-        respond(self.responder, answer.unwrap_or_else(|| Err(ServiceError::internal()))).await;
+        respond(
+            self.responder,
+            answer.unwrap_or_else(|| Err(ServiceError::internal())),
+        )
+        .await;
         true
     }
 

@@ -17,7 +17,7 @@ use crate::dead_letter::copy_headers;
 use crate::delivery::{Delivery, Shared};
 use crate::error::{Error, ErrorKind as NatsErrorKind, Result};
 use crate::headers::NatsHeadersRef;
-use crate::run_loop::{Stopping, run_loop, verify_ahead};
+use crate::run_loop::{Stopping, or_limit, run_loop, verify_ahead};
 
 /// Subscribes on core NATS and runs the [`Guard`] on every message before
 /// the user's async handler, which runs with the verified identity in
@@ -43,6 +43,7 @@ pub struct NatsSubscriber {
     queue_group: Option<String>,
     dead_letter: Option<String>,
     concurrency: usize,
+    limit: Option<u64>,
 }
 
 impl fmt::Debug for NatsSubscriber {
@@ -52,6 +53,7 @@ impl fmt::Debug for NatsSubscriber {
             .field("queue_group", &self.queue_group)
             .field("dead_letter", &self.dead_letter)
             .field("concurrency", &self.concurrency)
+            .field("limit", &self.limit)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +69,7 @@ impl NatsSubscriber {
             queue_group: None,
             dead_letter: None,
             concurrency: 1,
+            limit: None,
         }
     }
 
@@ -109,6 +112,13 @@ impl NatsSubscriber {
     /// each is still decided in its turn.
     pub fn concurrency(mut self, messages: usize) -> Self {
         self.concurrency = messages.max(1);
+        self
+    }
+
+    /// Stops after this many messages ended (were handled or rejected): for tools and tests.
+    /// Messages already in flight then finish.
+    pub fn limit(mut self, messages: u64) -> Self {
+        self.limit = Some(messages);
         self
     }
 
@@ -295,7 +305,7 @@ impl Subscription {
             subscriber,
             config.concurrency,
             verify_ahead(config.engine.guard()),
-            shutdown,
+            or_limit(shutdown, config.limit, config.engine.stats()),
             None,
             |message, stopping| config_ref.process(subject, message, handler, stopping),
         )

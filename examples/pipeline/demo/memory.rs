@@ -1,7 +1,7 @@
 //! The in-memory fallback the RabbitMQ and NATS hops share when no broker is named.
 
 use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer};
-use jwt_relay::{AuthContext, Guard};
+use jwt_relay::{AuthContext, Guard, RunReport};
 
 use super::Failure;
 
@@ -9,20 +9,13 @@ use super::Failure;
 pub(crate) const INVOICES: &str = "invoices";
 pub(crate) const SHIPMENTS: &str = "shipments";
 
-/// What a consumer did.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Counts {
-    pub(crate) accepted: u64,
-    pub(crate) dead_lettered: u64,
-}
-
 /// Runs `handler` on `topic` of `broker` until no message is left.
 pub(crate) async fn consume<H, Fut>(
     broker: &MemoryBroker,
     topic: &str,
     guard: Guard,
     handler: H,
-) -> Result<Counts, Failure>
+) -> Result<RunReport, Failure>
 where
     H: Fn(AuthContext, Vec<u8>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Failure>> + Send + 'static,
@@ -32,8 +25,5 @@ where
             handler(delivery.context().clone(), delivery.payload().to_vec())
         })
         .await?;
-    Ok(Counts {
-        accepted: report.accepted,
-        dead_lettered: report.dead_lettered,
-    })
+    Ok(report)
 }

@@ -1,18 +1,15 @@
 //! The `shipments` hop: a NATS JetStream stream on the server at `NATS_URL`, else the in-memory
 //! transport.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jwt_relay::memory::{MemoryBroker, MemoryPublisher};
-use jwt_relay::{AuthContext, EventOutcome, Guard, Propagator};
+use jwt_relay::{AuthContext, Guard, Propagator, RunReport};
 use jwt_relay_nats::async_nats::jetstream::{self, consumer::pull};
 use jwt_relay_nats::async_nats::{self, HeaderMap};
 use jwt_relay_nats::{Delivery, JetStreamConsumer, JetStreamPublisher, Topology};
-use tokio::sync::Notify;
 
-use super::memory::{self, Counts};
+use super::memory;
 use super::{Failure, endpoint, per_run};
 
 /// Where shipments go.
@@ -106,7 +103,7 @@ impl Shipments {
         guard: Guard,
         limit: u64,
         handler: H,
-    ) -> Result<Counts, Failure>
+    ) -> Result<RunReport, Failure>
     where
         H: Fn(AuthContext, Vec<u8>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Failure>> + Send + 'static,
@@ -129,31 +126,14 @@ impl Shipments {
                 },
             )
             .await?;
-        // Stops once `limit` messages are settled (handled, or dead-lettered).
-        let settled = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(Notify::new());
-        let consumer = {
-            let done = done.clone();
-            JetStreamConsumer::new(consumer, guard).on_event(move |event| {
-                if matches!(
-                    event.outcome,
-                    EventOutcome::Accepted(_) | EventOutcome::Rejected { .. }
-                ) && settled.fetch_add(1, Ordering::SeqCst) + 1 >= limit
-                {
-                    done.notify_one();
-                }
-            })
-        };
-        let report = consumer
+        let report = JetStreamConsumer::new(consumer, guard)
+            .limit(limit)
             .run(
                 move |delivery: Delivery| handler(delivery.context().clone(), delivery.payload().to_vec()),
-                async move { done.notified().await },
+                std::future::pending::<()>(),
             )
             .await?;
-        Ok(Counts {
-            accepted: report.accepted,
-            dead_lettered: report.dead_lettered,
-        })
+        Ok(report)
     }
 
     /// Deletes the streams this run declared on a real server.

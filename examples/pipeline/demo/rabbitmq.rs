@@ -2,11 +2,11 @@
 //! transport.
 
 use jwt_relay::memory::{MemoryBroker, MemoryPublisher};
-use jwt_relay::{AuthContext, Guard, Propagator};
+use jwt_relay::{AuthContext, Guard, Propagator, RunReport};
 use jwt_relay_rabbitmq::lapin::{BasicProperties, Connection};
 use jwt_relay_rabbitmq::{Connector, Consumer, Delivery, Publisher, Topology};
 
-use super::memory::{self, Counts};
+use super::memory;
 use super::{Failure, endpoint, per_run};
 
 /// Where invoices go.
@@ -96,7 +96,7 @@ impl Invoices {
         guard: Guard,
         limit: u64,
         handler: H,
-    ) -> Result<Counts, Failure>
+    ) -> Result<RunReport, Failure>
     where
         H: Fn(AuthContext, Vec<u8>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Failure>> + Send + 'static,
@@ -116,10 +116,7 @@ impl Invoices {
                         std::future::pending::<()>(),
                     )
                     .await?;
-                Ok(Counts {
-                    accepted: report.accepted,
-                    dead_lettered: report.dead_lettered,
-                })
+                Ok(report)
             }
             Invoices::Memory(broker) => memory::consume(broker, memory::INVOICES, guard, handler).await,
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jwt_relay::{Propagator, REASON_CLASS};
 use jwt_relay_kafka::rdkafka::message::{Header, Message as _, OwnedHeaders};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
-use jwt_relay_kafka::{ORIGINAL_OFFSET, ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP};
+use jwt_relay_kafka::{ORIGINAL_DESTINATION, ORIGINAL_OFFSET, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP};
 
 use crate::support::{Cluster, Idp, consumer, header, reasons, run_to_limit, unique};
 

@@ -12,6 +12,7 @@ mod support;
 
 mod ahead;
 mod broker_down;
+mod context;
 mod dead_letters;
 mod exchange;
 mod halt;
@@ -58,4 +59,5 @@ on_both! {
     ahead::a_backlog_of_distinct_tokens_is_decided_in_order => distinct_tokens_checked_ahead,
     ahead::a_backlog_through_a_small_buffer_is_decided_in_order => small_buffer_refilled_by_halves,
     stuck::a_stuck_handler_does_not_hold_up_the_other_partitions => stuck_handler_other_partitions_flow,
+    context::the_users_client_context_gets_the_callbacks => users_client_context,
 }
