@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer};
+use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer};
 use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DevSts, DevStsConfig};
 use jwt_relay::{
     ClientAuth, Exchange, ExchangeCache, Guard, Headers, Issuer, Rfc8693Client, Verifier, now_unix,
@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         broker.publish("orders", headers, "an order");
     }
     MemoryConsumer::new(broker, "orders", guard)
-        .run_until_idle(|_: Delivery| async { Ok::<(), String>(()) })
+        .run_until_idle(|_: Received| async { Ok::<(), String>(()) })
         .await?;
 
     print!("{}", metrics.render());

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Signer, claims, now};
-use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer, MemoryPublisher, Message};
+use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer, MemoryPublisher, Message};
 use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_KID, DevSts, DevStsConfig, Mode};
 use jwt_relay::{
     Acceptance, Backoff, Error, ErrorKind, Exchange, ExchangeCache, ExpiredToken, Guard, Headers, Outcome,
@@ -99,7 +99,7 @@ type Record = (String, Acceptance, Vec<u8>);
 struct Seen(Arc<Mutex<Vec<Record>>>);
 
 impl Seen {
-    fn record(&self, delivery: &Delivery) {
+    fn record(&self, delivery: &Received) {
         let ctx = delivery.context();
         let who = ctx.subject().unwrap_or("?").to_owned();
         self.0
@@ -147,7 +147,7 @@ async fn the_identity_survives_three_hops_and_an_expiry_on_the_way() {
     let service_b = MemoryPublisher::new(broker.clone(), Propagator::default());
     let seen_by_b = Seen::default();
     let report = MemoryConsumer::new(broker.clone(), "orders", shop.guard())
-        .run_until_idle(|delivery: Delivery| {
+        .run_until_idle(|delivery: Received| {
             seen_by_b.record(&delivery);
             let service_b = &service_b;
             async move {
@@ -186,7 +186,7 @@ async fn the_identity_survives_three_hops_and_an_expiry_on_the_way() {
     let seen_by_c = Seen::default();
     let actors = Arc::new(Mutex::new(Vec::new()));
     let report = MemoryConsumer::new(broker.clone(), "invoices", shop.exchanging_guard())
-        .run_until_idle(|delivery: Delivery| {
+        .run_until_idle(|delivery: Received| {
             seen_by_c.record(&delivery);
             actors
                 .lock()
@@ -241,7 +241,7 @@ async fn a_forged_message_is_dead_lettered_with_the_reason_and_without_its_token
 
     let seen = Seen::default();
     let report = MemoryConsumer::new(broker.clone(), "orders", shop.guard())
-        .run_until_idle(|delivery: Delivery| {
+        .run_until_idle(|delivery: Received| {
             seen.record(&delivery);
             async { Ok::<(), String>(()) }
         })
@@ -283,7 +283,7 @@ async fn dead_letters_keep_the_token_only_when_asked() {
     let report = MemoryConsumer::new(broker.clone(), "orders", shop.guard())
         .dead_letter_topic("orders.quarantine")
         .keep_token_in_dead_letters()
-        .run_until_idle(|_: Delivery| async { Ok::<(), String>(()) })
+        .run_until_idle(|_: Received| async { Ok::<(), String>(()) })
         .await
         .expect("the consumer runs");
     assert_eq!(report.dead_lettered, 1);
@@ -319,7 +319,7 @@ async fn during_a_token_service_outage_messages_wait_and_all_arrive() {
     };
     let seen = Seen::default();
     let consumer = MemoryConsumer::new(broker.clone(), "invoices", shop.exchanging_guard());
-    let run = consumer.run_until_idle(|delivery: Delivery| {
+    let run = consumer.run_until_idle(|delivery: Received| {
         seen.record(&delivery);
         async { Ok::<(), String>(()) }
     });
@@ -367,7 +367,7 @@ async fn a_failing_handler_is_retried_then_dead_lettered() {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let report = quick(MemoryConsumer::new(broker.clone(), "orders", shop.guard()))
         .max_attempts(3)
-        .run_until_idle(|delivery: Delivery| {
+        .run_until_idle(|delivery: Received| {
             attempts.lock().expect("not poisoned").push(delivery.attempt());
             async { Err("the database is down") }
         })
@@ -407,7 +407,7 @@ async fn a_panicking_handler_is_dead_lettered_and_the_consumer_goes_on() {
     let seen = Seen::default();
     let report = quick(MemoryConsumer::new(broker.clone(), "orders", shop.guard()))
         .max_attempts(2)
-        .run_until_idle(|delivery: Delivery| {
+        .run_until_idle(|delivery: Received| {
             seen.record(&delivery);
             async move {
                 if delivery.payload() == b"boom" {
@@ -460,7 +460,7 @@ async fn a_halt_stops_the_consumer_and_loses_nothing() {
 
     let handled = AtomicUsize::new(0);
     let e = MemoryConsumer::new(broker.clone(), "orders", guard)
-        .run_until_idle(|_: Delivery| {
+        .run_until_idle(|_: Received| {
             handled.fetch_add(1, Ordering::SeqCst);
             async { Ok::<(), String>(()) }
         })
@@ -487,7 +487,7 @@ async fn a_long_running_consumer_handles_messages_as_they_arrive_until_shutdown(
     let running = tokio::spawn(async move {
         consumer
             .run(
-                move |delivery: Delivery| {
+                move |delivery: Received| {
                     let tx = tx.clone();
                     async move { tx.send(delivery.payload().to_vec()).map_err(|e| e.to_string()) }
                 },

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer, MemoryPublisher};
+use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer, MemoryPublisher};
 use jwt_relay::observe::{
     EXCHANGE_SECONDS, EXCHANGES_TOTAL, JWKS_FETCHES_TOTAL, KEY_SET_AGE_SECONDS, MESSAGES_TOTAL,
     VERIFY_CACHE_TOTAL, VERIFY_SECONDS,
@@ -213,7 +213,7 @@ async fn scripted_run() -> Vec<String> {
 
     let publisher = MemoryPublisher::new(broker.clone(), Propagator::default());
     let report = MemoryConsumer::new(broker.clone(), "orders", guard)
-        .run_until_idle(|delivery: Delivery| {
+        .run_until_idle(|delivery: Received| {
             let publisher = publisher.clone();
             async move {
                 if delivery.context().subject() == Some("alice") {

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer, MemoryPublisher};
+use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer, MemoryPublisher};
 use jwt_relay::testing::{DevSts, DevStsConfig, PrivateKey};
 use jwt_relay::{
     Algorithm, Backoff, ClientAuth, Exchange, ExchangeCache, Guard, Headers, MessageInfo, Outcome,
@@ -135,7 +135,7 @@ async fn no_token_signature_or_key_appears_in_logs_errors_debug_or_dead_letters(
     let report = MemoryConsumer::new(broker.clone(), "orders", guard)
         .max_attempts(2)
         .backoff(Backoff::new(Duration::from_millis(1), Duration::from_millis(5)))
-        .run_until_idle(move |delivery: Delivery| {
+        .run_until_idle(move |delivery: Received| {
             let context = delivery.context();
             seen.lock().unwrap().push(context.token().to_owned());
             let fails = delivery.payload() == b"failing";

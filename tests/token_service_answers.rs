@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer};
+use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer};
 use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
 use jwt_relay::{
     ACCESS_TOKEN_TYPE, Acceptance, AuthContext, ErrorClass, ErrorKind, Exchange, ExchangeRequest, Guard,
@@ -126,7 +126,7 @@ async fn an_expired_token_and_a_bare_401_do_not_stop_a_consumer_but_invalid_clie
         "from bob",
     );
     let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = |delivery: Delivery| {
+    let record = |delivery: Received| {
         let handled = handled.clone();
         async move {
             let who = delivery.context().subject().unwrap_or("?").to_owned();
@@ -167,7 +167,7 @@ async fn an_expired_token_and_a_bare_401_do_not_stop_a_consumer_but_invalid_clie
     broker.publish("invoices", bearer(&expired(&sts, "carol")), "from carol");
     let guard = exchanging_guard(&sts);
     let error = MemoryConsumer::new(broker.clone(), "invoices", guard)
-        .run_until_idle(|_: Delivery| async { Ok::<(), String>(()) })
+        .run_until_idle(|_: Received| async { Ok::<(), String>(()) })
         .await
         .expect_err("invalid_client halts");
     assert_eq!(error.kind(), ErrorKind::ExchangeUnauthorized, "{error}");

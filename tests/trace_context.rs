@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer, MemoryPublisher};
+use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer, MemoryPublisher};
 use jwt_relay::testing::{DevSts, DevStsConfig};
 use jwt_relay::{Guard, Headers, Issuer, Propagator, Verifier};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
@@ -65,7 +65,7 @@ fn the_consumer_continues_the_publishers_trace() {
         assert!(traceparent.contains(&ids.0.to_string()), "{traceparent}");
 
         MemoryConsumer::new(broker, "orders", Guard::new(verifier))
-            .run_until_idle(|_: Delivery| async {
+            .run_until_idle(|_: Received| async {
                 tracing::info_span!("billing.handle").in_scope(|| ());
                 Ok::<(), String>(())
             })

@@ -1,4 +1,4 @@
-//! Kafka: rdkafka's `FutureProducer` and `StreamConsumer` against jwt-relay's `Producer` and
+//! Kafka: rdkafka's `FutureProducer` and `StreamConsumer` against jwt-relay's `Publisher` and
 //! `Consumer`, on librdkafka's mock cluster or a real broker.
 
 use std::convert::Infallible;
@@ -13,7 +13,7 @@ use jwt_relay_kafka::rdkafka::message::{Header, Headers as _, Message as _, Owne
 use jwt_relay_kafka::rdkafka::mocking::MockCluster;
 use jwt_relay_kafka::rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use jwt_relay_kafka::rdkafka::util::Timeout;
-use jwt_relay_kafka::{Consumer, Producer, ensure_topics};
+use jwt_relay_kafka::{Consumer, Publisher, ensure_topics};
 
 use crate::measure::{Progress, payload};
 use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Side, bearer, check_by_hand, concurrently, unique};
@@ -24,7 +24,7 @@ pub(crate) struct Kafka {
     mock: Option<MockCluster<'static, DefaultProducerContext>>,
     bootstrap: String,
     raw: FutureProducer,
-    wrapped: Producer,
+    wrapped: Publisher,
     publish_topic: String,
     /// The topic `prepare` filled, and how many records it holds.
     consume_topic: Mutex<Option<(String, usize)>>,
@@ -58,7 +58,7 @@ impl Kafka {
             mock,
             bootstrap,
             raw: config.create()?,
-            wrapped: Producer::from_config(&config, Propagator::default())?,
+            wrapped: Publisher::from_config(&config, Propagator::default())?,
             publish_topic: unique("bench-publish"),
             consume_topic: Mutex::new(None),
         };

@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 use jwt_relay::{AuthContext, Guard, Propagator};
 use jwt_relay_nats::async_nats::jetstream::{self, consumer::pull, stream};
 use jwt_relay_nats::async_nats::{self, Client, HeaderMap};
-use jwt_relay_nats::{JetStreamConsumer, JetStreamPublisher, NatsPublisher, NatsSubscriber};
+use jwt_relay_nats::{JetStreamConsumer, JetStreamPublisher, Publisher, Consumer};
 use tokio::sync::Notify;
 
 use crate::measure::{Progress, payload, rate};
@@ -80,7 +80,7 @@ pub(crate) struct NatsCore {
     events: Arc<Mutex<Vec<String>>>,
     /// A second connection, publishing while the first consumes.
     feeder: Client,
-    wrapped: NatsPublisher,
+    wrapped: Publisher,
     tokens: Mutex<Vec<String>>,
 }
 
@@ -101,7 +101,7 @@ impl NatsCore {
         };
         let client = connect("subscriber").await?;
         Ok(NatsCore {
-            wrapped: NatsPublisher::new(client.clone(), Propagator::default()),
+            wrapped: Publisher::new(client.clone(), Propagator::default()),
             client,
             events: events.clone(),
             feeder: connect("feeder").await?,
@@ -164,7 +164,7 @@ impl NatsCore {
         };
         if reader == Side::JwtRelay {
             let settled = stop_after(count, &progress, &done);
-            let subscription = NatsSubscriber::new(self.client.clone(), guard)
+            let subscription = Consumer::new(self.client.clone(), guard)
                 .on_event(move |_| settled())
                 .subscribe(&subject)
                 .await?;

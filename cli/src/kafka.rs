@@ -6,7 +6,7 @@ use jwt_relay::{EventOutcome, Propagator};
 use jwt_relay_kafka::rdkafka::ClientConfig;
 use jwt_relay_kafka::rdkafka::message::{Header, OwnedHeaders};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
-use jwt_relay_kafka::{Consumer, DeadLetter, Event, Producer};
+use jwt_relay_kafka::{Consumer, DeadLetter, Event, Publisher};
 use serde::Serialize;
 
 use crate::guard_args::GuardArgs;
@@ -94,7 +94,7 @@ async fn publish(args: &PublishArgs) -> Result<bool, Failure> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &args.brokers);
     let producer =
-        Producer::from_config(&config, Propagator::default()).map_err(|e| Failure::new(e.to_string()))?;
+        Publisher::from_config(&config, Propagator::default()).map_err(|e| Failure::new(e.to_string()))?;
     let mut tokens = TokenLines::stdin();
     let mut all_published = true;
     while let Some(token) = tokens.next().await? {

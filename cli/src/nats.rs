@@ -9,7 +9,7 @@ use jwt_relay_nats::async_nats::jetstream::{self, consumer::PullConsumer, consum
 use jwt_relay_nats::async_nats::service::ServiceExt as _;
 use jwt_relay_nats::async_nats::{self, HeaderMap, HeaderName, HeaderValue};
 use jwt_relay_nats::{
-    Delivery, Event, EventOutcome, JetStreamConsumer, NatsHeaders, NatsService, NatsSubscriber, ServiceError,
+    Received, Event, EventOutcome, JetStreamConsumer, NatsHeaders, NatsService, Consumer, ServiceError,
     ServiceRequest, bytes::Bytes,
 };
 use serde::Serialize;
@@ -320,15 +320,15 @@ async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
         let printer = printer.clone();
         move |event: &Event<'_>| printer.print(event)
     };
-    let accept = |_: Delivery| async { Ok::<(), std::convert::Infallible>(()) };
+    let accept = |_: Received| async { Ok::<(), std::convert::Infallible>(()) };
     let ran = match (&args.subject, &args.stream, &args.consumer) {
         (Some(subject), _, _) => {
-            let mut subscriber = NatsSubscriber::new(client.clone(), guard).on_event(on_event);
+            let mut subscriber = Consumer::new(client.clone(), guard).on_event(on_event);
             if let Some(group) = &args.queue_group {
                 subscriber = subscriber.queue_group(group);
             }
             if let Some(dlq) = &args.dlq {
-                subscriber = subscriber.dead_letter_subject(dlq);
+                subscriber = subscriber.dead_letter(jwt_relay_nats::DeadLetter::subject(dlq));
             }
             let subscription = subscriber
                 .subscribe(subject)
@@ -340,7 +340,7 @@ async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
             let consumer = pull_consumer(&client, stream, consumer, args.create_consumer).await?;
             let mut consumer = JetStreamConsumer::new(consumer, guard).on_event(on_event);
             if let Some(dlq) = &args.dlq {
-                consumer = consumer.dead_letter_subject(dlq);
+                consumer = consumer.dead_letter(jwt_relay_nats::DeadLetter::subject(dlq));
             }
             consumer.run(accept, shutdown).await
         }

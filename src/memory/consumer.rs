@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::broker::{MemoryBroker, Next, dead_letter_topic};
-use super::delivery::Delivery;
 use super::message::Message;
+use super::received::Received;
 use crate::backoff::Backoff;
 use crate::carrier::Headers;
 use crate::consume::{
@@ -116,7 +116,7 @@ impl MemoryConsumer {
     /// topic. Returns what this run did.
     pub async fn run_until_idle<H, Fut, E>(&self, handler: H) -> Result<RunReport>
     where
-        H: Fn(Delivery) -> Fut,
+        H: Fn(Received) -> Fut,
         Fut: Future<Output = Result<(), E>> + Send,
         E: Display,
     {
@@ -135,7 +135,7 @@ impl MemoryConsumer {
     /// ignored) or a halt. Returns what this run did.
     pub async fn run<H, Fut, E, S>(&self, handler: H, shutdown: S) -> Result<RunReport>
     where
-        H: Fn(Delivery) -> Fut,
+        H: Fn(Received) -> Fut,
         Fut: Future<Output = Result<(), E>> + Send,
         E: Display,
         S: Future,
@@ -170,7 +170,7 @@ impl MemoryConsumer {
     /// Takes the next ready message, if any, and decides on it.
     async fn step<H, Fut, E>(&self, engine: &Engine, handler: &H) -> Result<Step>
     where
-        H: Fn(Delivery) -> Fut,
+        H: Fn(Received) -> Fut,
         Fut: Future<Output = Result<(), E>> + Send,
         E: Display,
     {
@@ -199,7 +199,7 @@ impl MemoryConsumer {
             settled: false,
         };
         let handle = |context: AuthContext, _| {
-            let delivery = Delivery {
+            let delivery = Received {
                 context,
                 message: message.clone(),
             };

@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use jwt_relay::jsonwebtoken::{EncodingKey, Header, encode};
-//! use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer, MemoryPublisher};
+//! use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer, MemoryPublisher};
 //! use jwt_relay::{Algorithm, Guard, Headers, Issuer, Key, Propagator, Verifier};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -46,7 +46,7 @@
 //! // Consuming: verified before the handler runs.
 //! let consumer = MemoryConsumer::new(broker.clone(), "orders", Guard::new(verifier));
 //! let report = consumer
-//!     .run_until_idle(|delivery: Delivery| async move {
+//!     .run_until_idle(|delivery: Received| async move {
 //!         println!("{:?} ordered {:?}", delivery.context().subject(), delivery.payload());
 //!         Ok::<(), String>(())
 //!     })
@@ -59,12 +59,12 @@
 
 mod broker;
 mod consumer;
-mod delivery;
 mod message;
 mod publisher;
+mod received;
 
 pub use broker::{Counters, MemoryBroker};
 pub use consumer::MemoryConsumer;
-pub use delivery::Delivery;
 pub use message::{Message, MessageId};
 pub use publisher::MemoryPublisher;
+pub use received::Received;

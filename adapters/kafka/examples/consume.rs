@@ -12,7 +12,7 @@ use std::convert::Infallible;
 
 use jwt_relay::{Algorithm, Guard, Issuer, Key, Verifier};
 use jwt_relay_kafka::rdkafka::ClientConfig;
-use jwt_relay_kafka::{Consumer, Delivery, ensure_topics};
+use jwt_relay_kafka::{Consumer, Received, ensure_topics};
 
 const TOPIC: &str = "jwt-relay-example-orders";
 const ISSUER: &str = "https://id.example.com";
@@ -46,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("waiting for {count} records on {TOPIC}");
     let report = consumer
         .run(
-            |delivery: Delivery| async move {
+            |delivery: Received| async move {
                 let who = delivery.context().subject().unwrap_or("?");
                 println!("{} for {who}", String::from_utf8_lossy(delivery.payload()));
                 Ok::<(), Infallible>(())

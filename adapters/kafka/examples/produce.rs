@@ -12,7 +12,7 @@ use jwt_relay::jsonwebtoken::{EncodingKey, Header, encode};
 use jwt_relay::{Algorithm, Issuer, Key, Propagator, PublishError, Verifier, now_unix};
 use jwt_relay_kafka::rdkafka::ClientConfig;
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
-use jwt_relay_kafka::{Producer, ensure_topics};
+use jwt_relay_kafka::{Publisher, ensure_topics};
 
 const TOPIC: &str = "jwt-relay-example-orders";
 const ISSUER: &str = "https://id.example.com";
@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("bootstrap.servers", &brokers)
         .set("message.timeout.ms", "10000");
     ensure_topics(&config, &[TOPIC, &format!("{TOPIC}.dlq")], 1).await?;
-    let producer = Producer::from_config(&config, Propagator::default())?;
+    let producer = Publisher::from_config(&config, Propagator::default())?;
 
     // In the user's scope, as inside an HTTP handler or a consumer's handler.
     jwt_relay::scope(alice, async {

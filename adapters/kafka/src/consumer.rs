@@ -27,9 +27,9 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::dead_letter::DeadLetter;
-use crate::delivery::Delivery;
 use crate::headers::KafkaHeaders;
 use crate::partition::{Incoming, Partition, Signal, StoredOffset, set_paused};
+use crate::received::Received;
 use jwt_relay::consume::{Engine, Event, Reporter};
 
 /// What a consumer stops with: [`jwt_relay::ConsumeError`].
@@ -299,7 +299,7 @@ impl<C: ClientContext> Consumer<C> {
     /// records not committed are delivered again (at least once).
     pub async fn run<H, Fut, E, S>(&self, handler: H, shutdown: S) -> Result<RunReport>
     where
-        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        H: Fn(Received) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
         E: Display + 'static,
         S: Future,
@@ -345,7 +345,7 @@ impl<C: ClientContext> Consumer<C> {
     /// limit is reached or a partition halts; then lets the partitions finish.
     async fn dispatch<H, Fut, E>(self, handler: Arc<H>, mut quitting: oneshot::Receiver<()>) -> Result<()>
     where
-        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        H: Fn(Received) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
         E: Display + 'static,
     {

@@ -3,7 +3,7 @@
 //! The end user's token through Kafka, over [rdkafka](https://docs.rs/rdkafka) (re-exported as
 //! [`rdkafka`]):
 //!
-//! - [`Producer`] wraps a `FutureProducer`: each record leaves with the token of an explicit
+//! - [`Publisher`] wraps a `FutureProducer`: each record leaves with the token of an explicit
 //!   context or of the handler's ambient one, in its headers, chosen by the core
 //!   [`Propagator`](jwt_relay::Propagator) (forwarded, exchanged per topic, refreshed ahead).
 //! - [`Consumer`] wraps a `StreamConsumer`: each record goes through the core
@@ -33,12 +33,12 @@
 //! use jwt_relay::{Guard, Propagator, Verifier};
 //! use jwt_relay_kafka::rdkafka::ClientConfig;
 //! use jwt_relay_kafka::rdkafka::producer::FutureRecord;
-//! use jwt_relay_kafka::{Consumer, Producer};
+//! use jwt_relay_kafka::{Consumer, Publisher};
 //!
 //! # async fn run(verifier: Verifier) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut config = ClientConfig::new();
 //! config.set("bootstrap.servers", "127.0.0.1:9092");
-//! let producer = Producer::from_config(&config, Propagator::default())?;
+//! let producer = Publisher::from_config(&config, Propagator::default())?;
 //! config.set("group.id", "billing");
 //! let consumer = Consumer::builder(&config, Guard::new(verifier)).topic("orders").build()?;
 //! consumer
@@ -59,21 +59,21 @@
 
 mod consumer;
 mod dead_letter;
-mod delivery;
 mod headers;
 mod partition;
-mod producer;
+mod publisher;
+mod received;
 mod topics;
 
 pub use consumer::{Consumer, ConsumerBuilder, Result};
 pub use dead_letter::DeadLetter;
-pub use delivery::Delivery;
 pub use headers::KafkaHeaders;
 pub use jwt_relay::{
     ConsumeError as Error, ConsumeErrorKind as ErrorKind, Event, EventOutcome, ORIGINAL_DESTINATION,
     ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position, RunReport, Stats,
 };
-pub use producer::Producer;
+pub use publisher::Publisher;
 /// The rdkafka version this crate is built on.
 pub use rdkafka;
+pub use received::Received;
 pub use topics::ensure_topics;

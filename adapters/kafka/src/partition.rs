@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::consumer::{Inner, Rebalances};
 use crate::dead_letter::copy_headers;
-use crate::delivery::Delivery;
 use crate::headers::KafkaHeaders;
+use crate::received::Received;
 
 /// A record on its way to its partition's task.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ impl StoredOffset {
 impl<H, Fut, E, C> Partition<H, C>
 where
     C: ClientContext,
-    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    H: Fn(Received) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Display + 'static,
 {
@@ -235,7 +235,7 @@ where
             let message = self.incoming(&headers, record, tries.tried);
             let handler = &self.handler;
             let handle = |context, tries: consume::Tries| {
-                let delivery = Delivery {
+                let delivery = Received {
                     context,
                     record: record.clone(),
                     attempt: tries.failures,

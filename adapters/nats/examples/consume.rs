@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull;
 use jwt_relay::{Algorithm, Grace, Guard, Issuer, Key, Verifier};
-use jwt_relay_nats::{Delivery, EventOutcome, JetStreamConsumer, Topology, async_nats};
+use jwt_relay_nats::{Received, EventOutcome, JetStreamConsumer, Topology, async_nats};
 
 /// The development issuer and key the three examples share.
 const ISSUER: &str = "https://id.example.com";
@@ -72,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     };
     let report = consumer
         .run(
-            |delivery: Delivery| async move {
+            |delivery: Received| async move {
                 println!(
                     "{} ordered {:?} (seq {:?})",
                     delivery.context().subject().unwrap_or("?"),

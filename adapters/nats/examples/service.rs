@@ -9,7 +9,7 @@
 use async_nats::service::ServiceExt as _;
 use jwt_relay::jsonwebtoken::{EncodingKey, Header, encode};
 use jwt_relay::{Algorithm, Guard, Issuer, Key, Propagator, Verifier, now_unix};
-use jwt_relay_nats::{NatsPublisher, NatsService, ServiceError, ServiceRequest, async_nats, bytes::Bytes};
+use jwt_relay_nats::{Publisher, NatsService, ServiceError, ServiceRequest, async_nats, bytes::Bytes};
 
 /// The development issuer and key the three examples share.
 const ISSUER: &str = "https://id.example.com";
@@ -66,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         &EncodingKey::from_secret(SECRET)?,
     )?;
     let alice = verifier.verify(&token).await?;
-    let caller = NatsPublisher::new(client.clone(), Propagator::default());
+    let caller = Publisher::new(client.clone(), Propagator::default());
     let reply = caller
         .request("greeter.hello", Default::default(), "hi", Some(&alice))
         .await?;

@@ -18,17 +18,48 @@ const PUBLISH_CONTROLS: [&str; 5] = [
     "nats-schedule",
 ];
 
-/// Where dead-lettered copies go.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct DeadLetterConfig {
-    /// A fixed subject; `None`: `<subject>.dlq` (JetStream) or no copy (core).
-    pub(crate) subject: Option<String>,
+/// Where a consumer's rejected messages go: the subject each was published to followed by a
+/// suffix (`<subject>.dlq`, the default of a [`JetStreamConsumer`](crate::JetStreamConsumer)),
+/// or one fixed subject. Capture it with a stream (see [`Topology`](crate::Topology)) outside
+/// what the consumer reads.
+///
+/// ```
+/// use jwt_relay_nats::DeadLetter;
+/// assert_eq!(DeadLetter::default().subject_for("orders.eu"), "orders.eu.dlq");
+/// assert_eq!(DeadLetter::suffix("-dead").subject_for("orders.eu"), "orders.eu-dead");
+/// assert_eq!(DeadLetter::subject("dead.orders").subject_for("orders.eu"), "dead.orders");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetter {
+    /// The message's subject followed by this suffix.
+    Suffix(String),
+    /// This subject, whatever the message's.
+    Subject(String),
 }
 
-impl DeadLetterConfig {
-    /// The dead-letter subject for a message published to `subject`.
-    pub(crate) fn subject_for(&self, subject: &str) -> String {
-        self.subject.clone().unwrap_or_else(|| format!("{subject}.dlq"))
+impl Default for DeadLetter {
+    fn default() -> Self {
+        DeadLetter::Suffix(".dlq".to_owned())
+    }
+}
+
+impl DeadLetter {
+    /// `<subject><suffix>`.
+    pub fn suffix(suffix: impl Into<String>) -> Self {
+        DeadLetter::Suffix(suffix.into())
+    }
+
+    /// One subject for every rejected message.
+    pub fn subject(subject: impl Into<String>) -> Self {
+        DeadLetter::Subject(subject.into())
+    }
+
+    /// The dead-letter subject of a message published to `subject`.
+    pub fn subject_for(&self, subject: &str) -> String {
+        match self {
+            DeadLetter::Suffix(suffix) => format!("{subject}{suffix}"),
+            DeadLetter::Subject(fixed) => fixed.clone(),
+        }
     }
 }
 
@@ -101,15 +132,5 @@ mod tests {
         dead_letter.redaction = dead_letter.redaction.keep_token(true);
         let kept = copy_headers(Some(&original), &dead_letter);
         assert!(kept.get("authorization").is_some(), "kept when the user opts in");
-    }
-
-    #[test]
-    fn default_subject_is_the_original_plus_dlq() {
-        let config = DeadLetterConfig::default();
-        assert_eq!(config.subject_for("orders.eu"), "orders.eu.dlq");
-        let fixed = DeadLetterConfig {
-            subject: Some("dead".into()),
-        };
-        assert_eq!(fixed.subject_for("orders.eu"), "dead");
     }
 }

@@ -17,12 +17,12 @@ use jwt_relay::{Backoff, Guard, Position, PublishErrorKind, PublishTime, RunRepo
 use tokio::time::Instant;
 
 use crate::acks::{Acks, settled};
-use crate::dead_letter::{DeadLetterConfig, copy_headers};
-use crate::delivery::{Delivery, JetStreamMeta, Shared};
+use crate::dead_letter::{DeadLetter, copy_headers};
 use crate::error::{Error, ErrorKind, Result};
 use crate::headers::NatsHeadersRef;
 use crate::jetstream_publisher::publish_acked;
 use crate::jetstream_source::{PullOptions, messages};
+use crate::received::{JetStreamMeta, Received, Shared};
 use crate::run_loop::{Stopping, or_limit, run_loop, verify_ahead};
 use crate::subject::overlap;
 
@@ -55,7 +55,7 @@ use crate::subject::overlap;
 pub struct JetStreamConsumer {
     consumer: PullConsumer,
     engine: Engine,
-    dead_letter: DeadLetterConfig,
+    dead_letter: DeadLetter,
     double_ack: bool,
     max_attempts: Option<u32>,
     progress_every: Option<Duration>,
@@ -90,7 +90,7 @@ impl JetStreamConsumer {
         JetStreamConsumer {
             consumer,
             engine: Engine::new(guard, Reporter::new("nats")),
-            dead_letter: DeadLetterConfig::default(),
+            dead_letter: DeadLetter::default(),
             double_ack: false,
             max_attempts: None,
             progress_every: None,
@@ -100,9 +100,9 @@ impl JetStreamConsumer {
         }
     }
 
-    /// Dead-lettered copies go to this subject instead of `<subject>.dlq`.
-    pub fn dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
-        self.dead_letter.subject = Some(subject.into());
+    /// Where rejected messages go ([`DeadLetter`]: `<subject>.dlq` by default).
+    pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.dead_letter = dead_letter;
         self
     }
 
@@ -188,7 +188,7 @@ impl JetStreamConsumer {
     /// pulling again, and the server redelivers what was not acked.
     pub async fn run<H, Fut, E, S>(&self, handler: H, shutdown: S) -> Result<RunReport>
     where
-        H: Fn(Delivery) -> Fut,
+        H: Fn(Received) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
         S: Future,
@@ -256,10 +256,7 @@ impl JetStreamConsumer {
         } else {
             vec![filter]
         };
-        let dead_letters: Vec<String> = match &self.dead_letter.subject {
-            Some(fixed) => vec![fixed.clone()],
-            None => read.iter().map(|s| self.dead_letter.subject_for(s)).collect(),
-        };
+        let dead_letters: Vec<String> = read.iter().map(|s| self.dead_letter.subject_for(s)).collect();
         let (dead, captured) = dead_letters.iter().find_map(|dead| {
             let captured = stream_subjects.iter().find(|s| overlap(dead, s))?;
             Some((dead, captured))
@@ -267,7 +264,7 @@ impl JetStreamConsumer {
         Some(format!(
             "the dead-letter subject `{dead}` is inside `{captured}`, a subject of stream `{stream_name}` that \
              consumer `{}` reads: it would receive its own dead letters. Set a dead-letter subject outside \
-             the stream (`dead_letter_subject`) and capture it with another stream",
+             the stream (`DeadLetter::subject`) and capture it with another stream",
             info.name
         ))
     }
@@ -313,7 +310,7 @@ impl JetStreamConsumer {
         acks: Option<&Acks>,
     ) -> Result<()>
     where
-        H: Fn(Delivery) -> Fut,
+        H: Fn(Received) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
@@ -359,7 +356,7 @@ impl JetStreamConsumer {
         };
         loop {
             let handle = |context, _| {
-                let delivery = Delivery {
+                let delivery = Received {
                     context,
                     message: Shared::JetStream(message.clone()),
                     jetstream: Some(meta),
@@ -506,7 +503,7 @@ impl Settle for JetStreamSettler<'_> {
                         format!(
                             "cannot dead-letter messages of `{subject}`: no stream captures the dead-letter subject \
                              `{target}`; the message was kept. Declare a dead-letter stream (Topology) or set \
-                             `dead_letter_subject`"
+                             `DeadLetter::subject`"
                         ),
                     )
                     .with_source(e),

@@ -10,7 +10,7 @@ use jwt_relay::{AuthContext, Propagator, PublishError, PublishErrorKind};
 use crate::publisher::with_token;
 
 /// Publishes to JetStream as a service does (the token chosen as by
-/// [`NatsPublisher`](crate::NatsPublisher)) and returns only once the
+/// [`Publisher`](crate::Publisher)) and returns only once the
 /// stream stored the message: no ack within the context's timeout, no
 /// stream for the subject, or an error ack is a [`PublishError`], never a
 /// silent loss.

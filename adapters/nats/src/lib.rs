@@ -7,8 +7,8 @@
 //!
 //! | piece | publish side | consume side |
 //! |---|---|---|
-//! | core NATS | [`NatsPublisher::publish`] | [`NatsSubscriber`] (plain or queue group): rejections reported through a callback and the [`Stats`], optionally copied to a dead-letter subject |
-//! | request/reply | [`NatsPublisher::request`] | [`NatsService`] over NATS micro endpoints or plain subscriptions: a refused token is answered at once with a 401 [`ServiceError`] |
+//! | core NATS | [`Publisher::publish`] | [`Consumer`] (plain or queue group): rejections reported through a callback and the [`Stats`], optionally copied to a dead-letter subject |
+//! | request/reply | [`Publisher::request`] | [`NatsService`] over NATS micro endpoints or plain subscriptions: a refused token is answered at once with a 401 [`ServiceError`] |
 //! | JetStream | [`JetStreamPublisher`] (waits for the stream's ack) | [`JetStreamConsumer`] (pull, at least once: ack, nak with delay, dead-letter then term, `in_progress`); [`Topology`] declares the dead-letter stream |
 //! | headers | [`NatsHeaders`] / [`NatsHeadersRef`]: jwt-relay carriers over [`async_nats::HeaderMap`] | |
 //!
@@ -35,7 +35,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use jwt_relay::{AuthContext, Grace, Guard, Issuer, Propagator, Verifier};
-//! use jwt_relay_nats::{Delivery, JetStreamConsumer, JetStreamPublisher, Topology, async_nats};
+//! use jwt_relay_nats::{Received, JetStreamConsumer, JetStreamPublisher, Topology, async_nats};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,7 +66,7 @@
 //!     .await?;
 //! JetStreamConsumer::new(consumer, guard)
 //!     .run(
-//!         |delivery: Delivery| async move {
+//!         |delivery: Received| async move {
 //!             println!("{:?} ordered {:?}", delivery.context().subject(), delivery.payload());
 //!             Ok::<(), String>(())
 //!         },
@@ -83,31 +83,32 @@
 //! with a delay) instead of failing them.
 
 mod acks;
+mod consumer;
 mod dead_letter;
-mod delivery;
 mod error;
 mod headers;
 mod jetstream_consumer;
 mod jetstream_publisher;
 mod jetstream_source;
 mod publisher;
+mod received;
 mod run_loop;
 mod service;
 mod service_error;
 mod subject;
-mod subscriber;
 mod topology;
 
-pub use delivery::Delivery;
+pub use consumer::{Consumer, Subscription};
+pub use dead_letter::DeadLetter;
 pub use error::{Error, ErrorKind, Result};
 pub use headers::{NatsHeaders, NatsHeadersRef};
 pub use jetstream_consumer::JetStreamConsumer;
 pub use jetstream_publisher::JetStreamPublisher;
 pub use jwt_relay::{Event, EventOutcome, Position, RunReport, Stats};
-pub use publisher::NatsPublisher;
+pub use publisher::Publisher;
+pub use received::Received;
 pub use service::{NatsService, ServiceRequest};
 pub use service_error::ServiceError;
-pub use subscriber::{NatsSubscriber, Subscription};
 pub use topology::{Declared, Topology};
 
 // The headers saying where a dead-lettered copy came from: the core names them for every adapter.

@@ -22,15 +22,15 @@ use crate::headers::{NatsHeaders, remove_any_casing};
 /// gone. Use [`JetStreamPublisher`](crate::JetStreamPublisher) for messages
 /// that must wait.
 #[derive(Debug, Clone)]
-pub struct NatsPublisher {
+pub struct Publisher {
     client: Client,
     propagator: Propagator,
 }
 
-impl NatsPublisher {
+impl Publisher {
     /// Publishes through `client`, writing tokens with `propagator`.
     pub fn new(client: Client, propagator: Propagator) -> Self {
-        NatsPublisher { client, propagator }
+        Publisher { client, propagator }
     }
 
     /// The client.

@@ -14,7 +14,7 @@ use async_nats::service::ServiceExt as _;
 use futures_util::StreamExt as _;
 use jwt_relay::{ErrorKind, Propagator, REASON_CLASS, REASON_KIND, scope};
 use jwt_relay_nats::{
-    Delivery, EventOutcome, NatsPublisher, NatsService, NatsSubscriber, ORIGINAL_SUBJECT, ServiceError,
+    Received, EventOutcome, Publisher, NatsService, Consumer, ORIGINAL_SUBJECT, ServiceError,
     ServiceRequest, async_nats, bytes::Bytes,
 };
 use support::{forged, guard, headers, shutdown, token, unique, user, wait_until};
@@ -28,14 +28,14 @@ async fn round_trip_the_handler_sees_the_verified_subject() {
     };
     let subject = unique("core.orders");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let subscription = NatsSubscriber::new(client.clone(), guard())
+    let subscription = Consumer::new(client.clone(), guard())
         .subscribe(&subject)
         .await
         .expect("subscribed");
     let (stop, stopped) = shutdown();
     let record = seen.clone();
     let run = tokio::spawn(subscription.run(
-        move |d: Delivery| {
+        move |d: Received| {
             let record = record.clone();
             async move {
                 let ambient = jwt_relay::current().and_then(|c| c.subject().map(str::to_owned));
@@ -51,7 +51,7 @@ async fn round_trip_the_handler_sees_the_verified_subject() {
         stopped,
     ));
 
-    let publisher = NatsPublisher::new(client.clone(), Propagator::default());
+    let publisher = Publisher::new(client.clone(), Propagator::default());
     let alice = user("alice", 300).await;
     scope(
         alice,
@@ -95,7 +95,7 @@ async fn queue_group_each_message_is_handled_once() {
     let mut runs = Vec::new();
     let mut stops = Vec::new();
     for member in 0..2 {
-        let subscription = NatsSubscriber::new(client.clone(), guard())
+        let subscription = Consumer::new(client.clone(), guard())
             .queue_group(&group)
             .subscribe(&subject)
             .await
@@ -103,7 +103,7 @@ async fn queue_group_each_message_is_handled_once() {
         let (stop, stopped) = shutdown();
         let record = seen.clone();
         runs.push(tokio::spawn(subscription.run(
-            move |d: Delivery| {
+            move |d: Received| {
                 let record = record.clone();
                 async move {
                     let id = String::from_utf8_lossy(d.payload()).into_owned();
@@ -116,7 +116,7 @@ async fn queue_group_each_message_is_handled_once() {
         )));
         stops.push(stop);
     }
-    let publisher = NatsPublisher::new(client.clone(), Propagator::default());
+    let publisher = Publisher::new(client.clone(), Propagator::default());
     let alice = user("alice", 300).await;
     for i in 0..40 {
         publisher
@@ -159,8 +159,8 @@ async fn rejected_messages_are_reported_and_dead_lettered_without_the_token() {
     let mut dead_letters = client.subscribe(dead.clone()).await.expect("dlq subscription");
     let events = Arc::new(Mutex::new(Vec::new()));
     let record = events.clone();
-    let subscription = NatsSubscriber::new(client.clone(), guard())
-        .dead_letter_subject(&dead)
+    let subscription = Consumer::new(client.clone(), guard())
+        .dead_letter(jwt_relay_nats::DeadLetter::subject(&dead))
         .on_event(move |e| {
             if let EventOutcome::Rejected { reason, dead_letter } = &e.outcome {
                 record
@@ -177,7 +177,7 @@ async fn rejected_messages_are_reported_and_dead_lettered_without_the_token() {
     let handled = Arc::new(Mutex::new(0));
     let count = handled.clone();
     let run = tokio::spawn(subscription.run(
-        move |_: Delivery| {
+        move |_: Received| {
             *count.lock().unwrap() += 1;
             async { Ok::<(), String>(()) }
         },
@@ -270,7 +270,7 @@ async fn hello(request: ServiceRequest) -> Result<Bytes, ServiceError> {
 
 /// A bad token gets a 401 at once, a good one the handler's reply, and a
 /// valid token the handler refuses a 403.
-async fn check_requests(publisher: &NatsPublisher, subject: &str) {
+async fn check_requests(publisher: &Publisher, subject: &str) {
     let started = Instant::now();
     let reply = publisher
         .client()
@@ -334,7 +334,7 @@ async fn micro_service_refuses_bad_tokens_at_once_and_answers_good_ones() {
     });
 
     check_requests(
-        &NatsPublisher::new(client.clone(), Propagator::default()),
+        &Publisher::new(client.clone(), Propagator::default()),
         &subject,
     )
     .await;
@@ -362,7 +362,7 @@ async fn plain_subscription_service_refuses_bad_tokens_at_once() {
     });
 
     check_requests(
-        &NatsPublisher::new(client.clone(), Propagator::default()),
+        &Publisher::new(client.clone(), Propagator::default()),
         &subject,
     )
     .await;

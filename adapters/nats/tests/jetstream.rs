@@ -16,7 +16,7 @@ use jwt_relay::{
     Acceptance, ErrorKind, Propagator, PublishErrorKind, REASON_CLASS, REASON_KIND, REASON_MESSAGE, scope,
 };
 use jwt_relay_nats::{
-    Delivery, JetStreamConsumer, JetStreamPublisher, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
+    Received, JetStreamConsumer, JetStreamPublisher, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
     async_nats,
 };
 use support::js::{Seen, Setup, recorder};
@@ -156,7 +156,7 @@ async fn handler_errors_nak_with_backoff_then_dead_letter_at_max_deliver() {
     let run = tokio::spawn(async move {
         consumer
             .run(
-                move |d: Delivery| {
+                move |d: Received| {
                     let id = d
                         .headers()
                         .and_then(|h| h.get("x-id"))
@@ -234,7 +234,7 @@ async fn a_handler_publishing_downstream_propagates_the_token() {
     let billing_run = tokio::spawn(async move {
         billing
             .run(
-                move |_: Delivery| {
+                move |_: Received| {
                     let downstream = downstream.clone();
                     let subject = invoices_subject.clone();
                     async move {
@@ -261,7 +261,7 @@ async fn a_handler_publishing_downstream_propagates_the_token() {
     let shipping_run = tokio::spawn(async move {
         shipping
             .run(
-                move |d: Delivery| {
+                move |d: Received| {
                     record.lock().unwrap().push((
                         d.context().subject().map(str::to_owned),
                         d.context().token().to_owned(),
@@ -347,7 +347,7 @@ async fn a_backlog_of_distinct_tokens_is_decided_in_order() {
     let stats = consumer.stats();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    let handler = move |delivery: Delivery| {
+    let handler = move |delivery: Received| {
         let id = delivery
             .headers()
             .and_then(|h| h.get("x-id"))
@@ -405,7 +405,7 @@ async fn a_stream_that_captures_its_own_dead_letters_is_refused_and_nothing_loop
     let consumer = pull_consumer(&stream, "billing", |_| {}).await;
     let consumer = JetStreamConsumer::new(consumer, guard());
     let run = consumer.run(
-        |_: Delivery| async { Ok::<(), String>(()) },
+        |_: Received| async { Ok::<(), String>(()) },
         tokio::time::sleep(WAIT),
     );
     let error = tokio::time::timeout(WAIT, run)
@@ -499,7 +499,7 @@ async fn a_missing_dead_letter_stream_stops_the_consumer_and_keeps_the_message()
     let consumer = pull_consumer(&stream, "billing", |c| c.ack_wait = Duration::from_secs(2)).await;
     let first = JetStreamConsumer::new(consumer.clone(), guard());
     let run = first.run(
-        |_: Delivery| async { Ok::<(), String>(()) },
+        |_: Received| async { Ok::<(), String>(()) },
         tokio::time::sleep(WAIT),
     );
     let error = tokio::time::timeout(WAIT, run)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jwt_relay::{Error, ErrorKind, ExpiredToken, Guard, Outcome, Propagator};
-use jwt_relay_nats::{Delivery, ErrorKind as NatsErrorKind, JetStreamConsumer, JetStreamPublisher};
+use jwt_relay_nats::{Received, ErrorKind as NatsErrorKind, JetStreamConsumer, JetStreamPublisher};
 use support::js::{Setup, recorder};
 use support::{guard, headers, pull_consumer, shutdown, stored, token, user, verifier, wait_until};
 
@@ -98,7 +98,7 @@ async fn shutdown_lets_the_handler_in_flight_finish_and_ack() {
     let run = tokio::spawn(async move {
         consumer
             .run(
-                move |_: Delivery| {
+                move |_: Received| {
                     let (signal, count, done) = (signal.clone(), count.clone(), done.clone());
                     async move {
                         *count.lock().unwrap() += 1;
@@ -161,7 +161,7 @@ async fn in_progress_acks_keep_a_long_handler_from_being_redelivered() {
     let run = tokio::spawn(async move {
         consumer
             .run(
-                move |d: Delivery| {
+                move |d: Received| {
                     record.lock().unwrap().push(d.delivered());
                     async {
                         tokio::time::sleep(Duration::from_millis(2500)).await;

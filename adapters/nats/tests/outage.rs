@@ -17,7 +17,7 @@ use async_nats::jetstream::{self, stream::StorageType};
 use axum::http::StatusCode;
 use jwks_server::{JwksServer, Mode};
 use jwt_relay::{Guard, Issuer, Propagator, RemoteOptions, Verifier};
-use jwt_relay_nats::{Delivery, EventOutcome, JetStreamConsumer, JetStreamPublisher, Topology, async_nats};
+use jwt_relay_nats::{Received, EventOutcome, JetStreamConsumer, JetStreamPublisher, Topology, async_nats};
 use support::{
     AUD, ISS, backoff, common, headers, pull_consumer, shutdown, stored, unique, user, wait_until,
 };
@@ -77,7 +77,7 @@ async fn a_key_set_outage_delays_messages_and_loses_none() {
     let run = tokio::spawn(async move {
         consumer
             .run(
-                move |d: Delivery| {
+                move |d: Received| {
                     let id = d
                         .headers()
                         .and_then(|h| h.get("x-id"))

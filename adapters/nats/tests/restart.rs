@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::StorageType};
 use jwt_relay::Propagator;
-use jwt_relay_nats::{Delivery, JetStreamConsumer, JetStreamPublisher, Topology, async_nats};
+use jwt_relay_nats::{Received, JetStreamConsumer, JetStreamPublisher, Topology, async_nats};
 use support::{guard, headers, pull_consumer, shutdown, stored, user, wait_until};
 use tokio::process::{Child, Command};
 
@@ -91,7 +91,7 @@ async fn the_consumer_survives_a_server_restart_and_every_id_is_handled() {
     let run = tokio::spawn(async move {
         consumer
             .run(
-                move |d: Delivery| {
+                move |d: Received| {
                     let record = record.clone();
                     let id = d
                         .headers()

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use jwt_relay::{Propagator, TokenExchanger, Verifier};
 use jwt_relay_http::{BearerLayer, PropagateIdentity, destination};
-use jwt_relay_kafka::Producer;
+use jwt_relay_kafka::Publisher;
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 use reqwest_middleware::ClientWithMiddleware;
 
@@ -25,14 +25,14 @@ pub(crate) async fn serve(app: Router) -> Result<String, Failure> {
 }
 
 struct Gateway {
-    producer: Producer,
+    producer: Publisher,
     topic: String,
     timeline: Timeline,
 }
 
 /// `POST /orders` for callers with a token for `gateway`: each order goes to `topic` carrying
 /// the caller's token, which the handler never touches.
-pub(crate) fn gateway(verifier: Verifier, producer: Producer, topic: String, timeline: Timeline) -> Router {
+pub(crate) fn gateway(verifier: Verifier, producer: Publisher, topic: String, timeline: Timeline) -> Router {
     let state = Arc::new(Gateway {
         producer,
         topic,

@@ -11,7 +11,7 @@ use jwt_relay_kafka::rdkafka::message::{Headers as _, Message as _, OwnedMessage
 use jwt_relay_kafka::rdkafka::mocking::MockCluster;
 use jwt_relay_kafka::rdkafka::producer::{BaseProducer, DefaultProducerContext, FutureRecord, Producer as _};
 use jwt_relay_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use jwt_relay_kafka::{Consumer, Producer, ensure_topics};
+use jwt_relay_kafka::{Consumer, Publisher, ensure_topics};
 
 use super::{DeadLetter, Failure, per_run};
 
@@ -90,8 +90,8 @@ impl Orders {
     }
 
     /// A producer propagating the current identity's token as it is.
-    pub(crate) fn producer(&self) -> Result<Producer, Failure> {
-        Ok(Producer::from_config(&self.config(), Propagator::default())?)
+    pub(crate) fn producer(&self) -> Result<Publisher, Failure> {
+        Ok(Publisher::from_config(&self.config(), Propagator::default())?)
     }
 
     /// A consumer of the topic in a group named after `service`, stopping after `limit` records.

@@ -1,6 +1,6 @@
 //! The in-memory fallback the RabbitMQ and NATS hops share when no broker is named.
 
-use jwt_relay::memory::{Delivery, MemoryBroker, MemoryConsumer};
+use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer};
 use jwt_relay::{AuthContext, Guard, RunReport};
 
 use super::Failure;
@@ -21,7 +21,7 @@ where
     Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
     let report = MemoryConsumer::new(broker.clone(), topic, guard)
-        .run_until_idle(move |delivery: Delivery| {
+        .run_until_idle(move |delivery: Received| {
             handler(delivery.context().clone(), delivery.payload().to_vec())
         })
         .await?;

@@ -201,7 +201,7 @@ pub(crate) async fn run(options: Options, timeline: Timeline) -> Result<Summary,
             tokio::spawn(async move {
                 billing
                     .run(
-                        move |delivery: jwt_relay_kafka::Delivery| {
+                        move |delivery: jwt_relay_kafka::Received| {
                             let (fraud, invoice, timeline, to) =
                                 (fraud.clone(), invoice.clone(), timeline.clone(), to.clone());
                             async move {

@@ -7,7 +7,7 @@ use jwt_relay::memory::{MemoryBroker, MemoryPublisher};
 use jwt_relay::{AuthContext, Guard, Propagator, RunReport};
 use jwt_relay_nats::async_nats::jetstream::{self, consumer::pull};
 use jwt_relay_nats::async_nats::{self, HeaderMap};
-use jwt_relay_nats::{Delivery, JetStreamConsumer, JetStreamPublisher, Topology};
+use jwt_relay_nats::{Received, JetStreamConsumer, JetStreamPublisher, Topology};
 
 use super::memory;
 use super::{Failure, endpoint, per_run};
@@ -129,7 +129,7 @@ impl Shipments {
         let report = JetStreamConsumer::new(consumer, guard)
             .limit(limit)
             .run(
-                move |delivery: Delivery| handler(delivery.context().clone(), delivery.payload().to_vec()),
+                move |delivery: Received| handler(delivery.context().clone(), delivery.payload().to_vec()),
                 std::future::pending::<()>(),
             )
             .await?;

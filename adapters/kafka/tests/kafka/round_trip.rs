@@ -71,7 +71,7 @@ pub async fn the_handler_sees_the_verified_subject(cluster: Cluster) {
 }
 
 /// The token as it travelled in the record.
-fn alice_token(delivery: &jwt_relay_kafka::Delivery) -> String {
+fn alice_token(delivery: &jwt_relay_kafka::Received) -> String {
     header(delivery.record(), "Authorization")
         .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
         .unwrap_or_default()

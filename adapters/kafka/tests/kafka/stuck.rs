@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jwt_relay::Propagator;
-use jwt_relay_kafka::Producer;
+use jwt_relay_kafka::Publisher;
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 
 use crate::support::{Cluster, Idp, consumer, eventually, spawn, text, unique};
@@ -85,7 +85,7 @@ pub async fn a_stuck_handler_does_not_hold_up_the_other_partitions(cluster: Clus
     assert_eq!(report.accepted, (STUCK + FLOWING) as u64);
 }
 
-async fn send(producer: &Producer, topic: &str, partition: i32, records: usize, token: &str) {
+async fn send(producer: &Publisher, topic: &str, partition: i32, records: usize, token: &str) {
     for n in 0..records {
         let id = format!("p{partition}-{n}");
         let record = FutureRecord::to(topic).partition(partition).key(&id).payload(&id);

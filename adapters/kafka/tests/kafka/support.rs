@@ -12,7 +12,7 @@ use jwt_relay_kafka::rdkafka::message::{Headers as _, Message as _, OwnedMessage
 use jwt_relay_kafka::rdkafka::mocking::MockCluster;
 use jwt_relay_kafka::rdkafka::producer::DefaultProducerContext;
 use jwt_relay_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use jwt_relay_kafka::{Consumer, ConsumerBuilder, Delivery, Producer};
+use jwt_relay_kafka::{Consumer, ConsumerBuilder, Received, Publisher};
 use serde_json::json;
 
 /// The audience of every consumer under test.
@@ -85,8 +85,8 @@ impl Cluster {
     }
 
     /// A producer with `propagator`.
-    pub fn producer(&self, propagator: Propagator) -> Producer {
-        Producer::from_config(&self.config(), propagator).expect("producer")
+    pub fn producer(&self, propagator: Propagator) -> Publisher {
+        Publisher::from_config(&self.config(), propagator).expect("producer")
     }
 
     /// Every record of `topic` (all partitions), read with a group of its own until `count`
@@ -198,14 +198,14 @@ pub fn header(record: &OwnedMessage, name: &str) -> Option<String> {
 }
 
 /// The record's payload as text.
-pub fn text(delivery: &Delivery) -> String {
+pub fn text(delivery: &Received) -> String {
     String::from_utf8_lossy(delivery.payload()).into_owned()
 }
 
 /// Runs `consumer` until it reaches its limit, failing after `within`.
 pub async fn run_to_limit<H, Fut>(consumer: &Consumer, within: Duration, handler: H) -> RunReport
 where
-    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    H: Fn(Received) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     tokio::time::timeout(within, consumer.run(handler, std::future::pending::<()>()))
@@ -265,7 +265,7 @@ impl Running {
 /// Runs `consumer` in a task.
 pub fn spawn<H, Fut>(consumer: Consumer, handler: H) -> Running
 where
-    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    H: Fn(Received) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

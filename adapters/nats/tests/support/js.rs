@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::{self, stream::StorageType};
 use jwt_relay::Acceptance;
-use jwt_relay_nats::{Delivery, Topology, async_nats};
+use jwt_relay_nats::{Received, Topology, async_nats};
 
 use super::unique;
 /// A work stream `<S>` on `<s>.*` with its dead-letter stream, deleted by
@@ -50,9 +50,9 @@ pub type Seen = Arc<Mutex<Vec<(Option<String>, Acceptance, String)>>>;
 /// A handler recording (subject, acceptance, x-id) and succeeding.
 pub fn recorder(
     seen: &Seen,
-) -> impl Fn(Delivery) -> std::future::Ready<Result<(), String>> + Send + Sync + 'static {
+) -> impl Fn(Received) -> std::future::Ready<Result<(), String>> + Send + Sync + 'static {
     let seen = seen.clone();
-    move |d: Delivery| {
+    move |d: Received| {
         let id = d
             .headers()
             .and_then(|h| h.get("x-id"))

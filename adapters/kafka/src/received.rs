@@ -9,14 +9,14 @@ use rdkafka::message::{Message as _, OwnedHeaders, OwnedMessage};
 
 /// A record whose token was verified, handed to the handler together with its identity. The
 /// handler also runs in that identity's [`scope`](jwt_relay::scope), so a
-/// [`Producer::send`](crate::Producer::send) from it carries the token on without being told.
-pub struct Delivery {
+/// [`Publisher::send`](crate::Publisher::send) from it carries the token on without being told.
+pub struct Received {
     pub(crate) context: AuthContext,
     pub(crate) record: Arc<OwnedMessage>,
     pub(crate) attempt: u32,
 }
 
-impl Delivery {
+impl Received {
     /// The verified identity.
     pub fn context(&self) -> &AuthContext {
         &self.context
@@ -68,10 +68,10 @@ impl Delivery {
     }
 }
 
-impl fmt::Debug for Delivery {
+impl fmt::Debug for Received {
     /// The record's place and the identity; no payload, no header value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delivery")
+        f.debug_struct("Received")
             .field("topic", &self.topic())
             .field("partition", &self.partition())
             .field("offset", &self.offset())

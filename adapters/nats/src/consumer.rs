@@ -13,10 +13,10 @@ use jwt_relay::consume::{
 };
 use jwt_relay::{Backoff, Guard, Position, RunReport, Stats};
 
-use crate::dead_letter::copy_headers;
-use crate::delivery::{Delivery, Shared};
+use crate::dead_letter::{DeadLetter, copy_headers};
 use crate::error::{Error, ErrorKind as NatsErrorKind, Result};
 use crate::headers::NatsHeadersRef;
+use crate::received::{Received, Shared};
 use crate::run_loop::{Stopping, or_limit, run_loop, verify_ahead};
 
 /// Subscribes on core NATS and runs the [`Guard`] on every message before
@@ -29,7 +29,7 @@ use crate::run_loop::{Stopping, or_limit, run_loop, verify_ahead};
 /// | outcome | what happens |
 /// |---|---|
 /// | `Accept` | the handler runs; an error or a panic is retried after the [`Backoff`], at most [`max_attempts`](Self::max_attempts) calls in all, then the message is rejected (`Handler`) |
-/// | `Reject` | reported through [`on_event`](Self::on_event) and the [`Stats`], and published with the reason and without the token to the [dead-letter subject](Self::dead_letter_subject), if one is set |
+/// | `Reject` | reported through [`on_event`](Self::on_event) and the [`Stats`], and published with the reason and without the token to the [dead-letter subject](Self::dead_letter), if one is set |
 /// | `Retry` | the message is held and checked again after the delay, while the subscription runs; if it stops first, the message is rejected with the transient reason |
 /// | `Halt` | the run stops and returns the error |
 ///
@@ -37,18 +37,18 @@ use crate::run_loop::{Stopping, or_limit, run_loop, verify_ahead};
 /// NATS: an expiry policy such as [`Grace`](jwt_relay::Grace) sees none and
 /// rejects expired tokens. Use JetStream for that.
 #[derive(Clone)]
-pub struct NatsSubscriber {
+pub struct Consumer {
     client: Client,
     engine: Engine,
     queue_group: Option<String>,
-    dead_letter: Option<String>,
+    dead_letter: Option<DeadLetter>,
     concurrency: usize,
     limit: Option<u64>,
 }
 
-impl fmt::Debug for NatsSubscriber {
+impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsSubscriber")
+        f.debug_struct("Consumer")
             .field("engine", &self.engine)
             .field("queue_group", &self.queue_group)
             .field("dead_letter", &self.dead_letter)
@@ -58,12 +58,12 @@ impl fmt::Debug for NatsSubscriber {
     }
 }
 
-impl NatsSubscriber {
+impl Consumer {
     /// Subscribes through `client` and judges messages with `guard`: no
     /// queue group, no dead-letter subject, 3 handler attempts with the
     /// default [`Backoff`], one message at a time.
     pub fn new(client: Client, guard: Guard) -> Self {
-        NatsSubscriber {
+        Consumer {
             client,
             engine: Engine::new(guard, Reporter::new("nats")),
             queue_group: None,
@@ -80,9 +80,10 @@ impl NatsSubscriber {
     }
 
     /// Publishes each rejected message, with the reason headers and without
-    /// the token, to this subject (core NATS: a stream capturing it keeps them).
-    pub fn dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
-        self.dead_letter = Some(subject.into());
+    /// the token, to this [`DeadLetter`] subject (none by default: core NATS
+    /// keeps nothing; a stream capturing the subject keeps them).
+    pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.dead_letter = Some(dead_letter);
         self
     }
 
@@ -169,7 +170,7 @@ impl NatsSubscriber {
         mut stopping: Stopping,
     ) -> Result<()>
     where
-        H: Fn(Delivery) -> Fut,
+        H: Fn(Received) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
@@ -177,7 +178,7 @@ impl NatsSubscriber {
         let headers = NatsHeadersRef::of(&message);
         let mut settler = CoreSettler {
             client: &self.client,
-            dead_letter: self.dead_letter.as_deref(),
+            dead_letter: self.dead_letter.as_ref(),
             message: &message,
         };
         let mut incoming = Incoming {
@@ -190,7 +191,7 @@ impl NatsSubscriber {
         };
         loop {
             let handle = |context, _| {
-                handler(Delivery {
+                handler(Received {
                     context,
                     message: Shared::Core(message.clone()),
                     jetstream: None,
@@ -217,7 +218,7 @@ impl NatsSubscriber {
 /// published (without confirmation: core NATS has none) to the dead-letter subject, if set.
 struct CoreSettler<'a> {
     client: &'a Client,
-    dead_letter: Option<&'a str>,
+    dead_letter: Option<&'a DeadLetter>,
     message: &'a Message,
 }
 
@@ -236,16 +237,16 @@ impl Settle for CoreSettler<'_> {
         &mut self,
         copy: &DeadLetterCopy<'_>,
     ) -> std::result::Result<Option<String>, CopyFailed<Infallible>> {
-        let Some(target) = self.dead_letter else {
+        let Some(target) = self.dead_letter.map(|d| d.subject_for(&self.message.subject)) else {
             return Ok(None);
         };
         let headers = copy_headers(self.message.headers.as_ref(), copy);
         let published = self
             .client
-            .publish_with_headers(target.to_owned(), headers, self.message.payload.clone())
+            .publish_with_headers(target.clone(), headers, self.message.payload.clone())
             .await;
         match published {
-            Ok(()) => Ok(Some(target.to_owned())),
+            Ok(()) => Ok(Some(target)),
             Err(e) => {
                 // Nothing keeps the message to try again: it is reported as rejected, uncopied.
                 tracing::error!(subject = %self.message.subject, dead_letter = %target, "cannot publish the dead-lettered copy: {e}");
@@ -263,7 +264,7 @@ impl Settle for CoreSettler<'_> {
 
 /// A live subscription, ready to [`run`](Self::run). Dropping it unsubscribes.
 pub struct Subscription {
-    config: NatsSubscriber,
+    config: Consumer,
     subject: String,
     subscriber: async_nats::Subscriber,
 }
@@ -290,7 +291,7 @@ impl Subscription {
     /// of the whole subscription.
     pub async fn run<H, Fut, E, S>(self, handler: H, shutdown: S) -> Result<RunReport>
     where
-        H: Fn(Delivery) -> Fut,
+        H: Fn(Received) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
         S: Future,

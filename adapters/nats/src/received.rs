@@ -15,7 +15,7 @@ use crate::headers::pairs;
 /// and the message. The handler also runs inside
 /// [`jwt_relay::scope`] of that identity, so what it publishes carries it.
 /// `Debug` shows the header names, never their values.
-pub struct Delivery {
+pub struct Received {
     pub(crate) context: AuthContext,
     pub(crate) message: Shared,
     pub(crate) jetstream: Option<JetStreamMeta>,
@@ -45,7 +45,7 @@ pub(crate) struct JetStreamMeta {
     pub(crate) published: SystemTime,
 }
 
-impl Delivery {
+impl Received {
     /// The verified identity (see [`AuthContext::acceptance`] for how it
     /// was accepted).
     pub fn context(&self) -> &AuthContext {
@@ -90,12 +90,12 @@ impl Delivery {
     }
 }
 
-impl fmt::Debug for Delivery {
+impl fmt::Debug for Received {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = pairs(self.message.get().headers.as_ref())
             .map(|(n, _)| n)
             .collect();
-        f.debug_struct("Delivery")
+        f.debug_struct("Received")
             .field("context", &self.context)
             .field("subject", &self.subject())
             .field("payload_len", &self.message.get().payload.len())

@@ -8,12 +8,12 @@ use crate::context::AuthContext;
 /// and the message. The handler also runs inside
 /// [`scope`](crate::scope) of that identity, so what it publishes carries it.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub struct Received {
     pub(crate) context: AuthContext,
     pub(crate) message: Message,
 }
 
-impl Delivery {
+impl Received {
     /// The verified identity (see [`AuthContext::acceptance`] for how it
     /// was accepted).
     pub fn context(&self) -> &AuthContext {

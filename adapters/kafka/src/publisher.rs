@@ -38,14 +38,14 @@ const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// ```no_run
 /// use jwt_relay::Propagator;
-/// use jwt_relay_kafka::Producer;
+/// use jwt_relay_kafka::Publisher;
 /// use jwt_relay_kafka::rdkafka::ClientConfig;
 /// use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 ///
 /// # async fn run(alice: jwt_relay::AuthContext) -> Result<(), jwt_relay::PublishError> {
 /// let mut config = ClientConfig::new();
 /// config.set("bootstrap.servers", "127.0.0.1:9092");
-/// let producer = Producer::from_config(&config, Propagator::default())?;
+/// let producer = Publisher::from_config(&config, Propagator::default())?;
 /// let record = FutureRecord::to("orders").key("order-1").payload("{}");
 /// let delivery = producer.send(record, Some(&alice)).await?;
 /// println!("stored at {}:{}", delivery.partition, delivery.offset);
@@ -53,25 +53,25 @@ const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct Producer {
+pub struct Publisher {
     producer: FutureProducer,
     propagator: Propagator,
     queue_timeout: Duration,
 }
 
-impl fmt::Debug for Producer {
+impl fmt::Debug for Publisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Producer")
+        f.debug_struct("Publisher")
             .field("propagator", &self.propagator)
             .field("queue_timeout", &self.queue_timeout)
             .finish_non_exhaustive()
     }
 }
 
-impl Producer {
+impl Publisher {
     /// Sends through `producer`, choosing tokens with `propagator`.
     pub fn new(producer: FutureProducer, propagator: Propagator) -> Self {
-        Producer {
+        Publisher {
             producer,
             propagator,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
@@ -87,7 +87,7 @@ impl Producer {
             )
             .with_source(e)
         })?;
-        Ok(Producer::new(producer, propagator))
+        Ok(Publisher::new(producer, propagator))
     }
 
     /// How long a send waits for room in the local queue when it is full (5 s).
