@@ -62,36 +62,17 @@
 //! ten minutes, refetched (at most once per 30 s, one fetch shared by all
 //! callers) for an unknown `kid`, and kept serving while its endpoint is down.
 
-mod ahead;
-mod ambient;
 mod backoff;
-mod carrier;
-mod claims;
+pub mod carrier;
 pub mod consume;
-mod consume_error;
-mod context;
-mod crypto;
-mod dead_letter;
 mod error;
-mod exchange;
+pub mod exchange;
 mod failure;
-mod guard;
 mod http;
-mod issuer;
-mod jose;
-mod key;
-mod key_set;
 pub mod memory;
 pub mod observe;
-mod policy;
-mod propagator;
-mod publish_error;
-mod read_ahead;
-mod remote;
-mod token_header;
-mod trace_context;
-mod verified_cache;
-mod verifier;
+pub mod publish;
+pub mod verify;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -100,36 +81,28 @@ pub mod testing;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use ambient::{WithIdentity, current, scope};
 pub use backoff::Backoff;
-pub use carrier::{Extractor, HeaderValue, Headers, InjectError, Injector};
-pub use claims::Claims;
-pub use consume::{Event, EventOutcome, Position, RunReport, Stats};
-pub use consume_error::{ConsumeError, ConsumeErrorKind};
-pub use context::{Acceptance, Actor, AuthContext};
-pub use crypto::crypto_provider;
-pub use dead_letter::{
-    CREDENTIAL_HEADERS, MAX_REASON_MESSAGE, ORIGINAL_DESTINATION, ORIGINAL_OFFSET, ORIGINAL_PARTITION,
-    ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, REASON_CLASS, REASON_KIND,
-    REASON_MESSAGE, REASON_TIME, Redaction, already_dead_lettered, dead_letter_headers, reason_headers,
+pub use carrier::{Extractor, HeaderValue, Headers, InjectError, Injector, TokenHeader};
+pub use consume::{
+    CREDENTIAL_HEADERS, ConsumeError, ConsumeErrorKind, Event, EventOutcome, ExpiredToken, ExpiryPolicy,
+    Grace, Guard, GuardBuilder, MAX_REASON_MESSAGE, MessageInfo, ORIGINAL_DESTINATION, ORIGINAL_OFFSET,
+    ORIGINAL_PARTITION, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Or,
+    Outcome, Position, PublishTime, REASON_CLASS, REASON_KIND, REASON_MESSAGE, REASON_TIME, Redaction,
+    Reject, RunReport, Stats, TimestampSource, already_dead_lettered, dead_letter_headers, reason_headers,
 };
 pub use error::{Error, ErrorClass, ErrorKind, Result};
 pub use exchange::{
     ACCESS_TOKEN_TYPE, ClientAuth, Exchange, ExchangeCache, ExchangeRequest, IssuedToken, JWT_TOKEN_TYPE,
     Rfc8693Client, Rfc8693ClientBuilder, TokenExchanger,
 };
-pub use guard::{Guard, GuardBuilder, MessageInfo};
-pub use issuer::{Issuer, MAX_LEEWAY, dangerous};
 pub use jsonwebtoken::Algorithm;
-pub use key::{Key, alg_name};
-pub use key_set::{JwkCheck, JwkOutcome, KeySet, check_jwks};
-pub use policy::{ExpiredToken, ExpiryPolicy, Grace, Or, Outcome, PublishTime, Reject, TimestampSource};
-pub use propagator::{Propagator, PropagatorBuilder};
-pub use publish_error::{PublishError, PublishErrorKind};
-pub use read_ahead::ReadAhead;
-pub use remote::RemoteOptions;
-pub use token_header::TokenHeader;
-pub use verifier::{Verifier, VerifierBuilder, now_unix};
+pub use publish::{
+    Propagator, PropagatorBuilder, PublishError, PublishErrorKind, WithIdentity, current, scope,
+};
+pub use verify::{
+    Acceptance, Actor, AuthContext, Claims, Issuer, JwkCheck, JwkOutcome, Key, KeySet, MAX_LEEWAY, ReadAhead,
+    RemoteOptions, Verifier, VerifierBuilder, alg_name, check_jwks, crypto_provider, dangerous, now_unix,
+};
 
 /// Re-exported so users can build keys and tokens with the same version.
 pub use jsonwebtoken;

@@ -14,12 +14,12 @@ use super::report::{EventOutcome, Stats};
 use super::settle::{CopyFailed, DeadLetterCopy, Origin, Retried, Settle, Tries};
 use crate::backoff::Backoff;
 use crate::carrier::Extractor;
-use crate::context::AuthContext;
-use crate::dead_letter::already_dead_lettered;
+use crate::consume::dead_letter::already_dead_lettered;
+use crate::consume::guard::{Guard, MessageInfo};
+use crate::consume::policy::{Outcome, PublishTime};
 use crate::error::Error;
-use crate::guard::{Guard, MessageInfo};
 use crate::observe::consume_span;
-use crate::policy::{Outcome, PublishTime};
+use crate::verify::context::AuthContext;
 
 /// Decides every consumed message the same way, whatever the broker:
 ///

@@ -11,10 +11,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::ambient::scope;
 use crate::backoff::Backoff;
-use crate::context::AuthContext;
 use crate::error::{Error, ErrorKind};
+use crate::publish::ambient::scope;
+use crate::verify::context::AuthContext;
 
 /// Runs `handler` with `context` as its current identity
 /// ([`current`](crate::current)), so what it publishes carries the token.

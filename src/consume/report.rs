@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::context::AuthContext;
 use crate::error::Error;
+use crate::verify::context::AuthContext;
 
 /// What happened to a message.
 #[non_exhaustive]

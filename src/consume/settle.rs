@@ -3,9 +3,9 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use crate::dead_letter::Redaction;
+use crate::consume::dead_letter::Redaction;
+use crate::consume::policy::PublishTime;
 use crate::error::Error;
-use crate::policy::PublishTime;
 
 use super::event::Position;
 
@@ -121,6 +121,6 @@ impl DeadLetterCopy<'_> {
     /// [`ORIGINAL_TIMESTAMP`](crate::ORIGINAL_TIMESTAMP). The redaction leaves out any of
     /// them the original carried.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        crate::dead_letter::copy_headers(self.reason, &self.origin, self.now)
+        crate::consume::dead_letter::copy_headers(self.reason, &self.origin, self.now)
     }
 }

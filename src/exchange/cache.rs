@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Result;
 use crate::exchange::{ExchangeRequest, IssuedToken, TokenExchanger};
-use crate::jose;
 use crate::observe;
-use crate::verifier::now_unix;
+use crate::verify::jose;
+use crate::verify::verifier::now_unix;
 
 const DEFAULT_CAPACITY: u64 = 10_000;
 const DEFAULT_MARGIN: Duration = Duration::from_secs(10);

@@ -5,10 +5,10 @@
 
 use std::time::SystemTime;
 
-use crate::context::AuthContext;
 use crate::error::{Error, ErrorKind, Result, quote};
 use crate::exchange::{ACCESS_TOKEN_TYPE, ExchangeRequest, IssuedToken, JWT_TOKEN_TYPE};
-use crate::verifier::Verifier;
+use crate::verify::context::AuthContext;
+use crate::verify::verifier::Verifier;
 
 /// Whom the issued token is for.
 #[derive(Debug, Clone, Copy)]

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::backoff::Backoff;
+use crate::consume::policy::{ExpiredToken, ExpiryPolicy, Outcome};
 use crate::error::{Error, ErrorClass};
 use crate::exchange::{ExchangeRequest, Recipient, TokenExchanger, verify_issued};
-use crate::policy::{ExpiredToken, ExpiryPolicy, Outcome};
 
 /// Redeliveries of one message while the token service gives no token, by default.
 const DEFAULT_MAX_RETRIES: u32 = 10;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::message::{Message, MessageId};
 use crate::carrier::Headers;
-use crate::policy::PublishTime;
+use crate::consume::policy::PublishTime;
 
 /// An in-process broker for tests and demonstrations. Topics are created on
 /// first use and keep their messages in publish order. Cheap to clone:

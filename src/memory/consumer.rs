@@ -15,13 +15,13 @@ use super::message::Message;
 use super::received::Received;
 use crate::backoff::Backoff;
 use crate::carrier::Headers;
+use crate::consume::guard::Guard;
 use crate::consume::{
     self, CopyFailed, DeadLetterCopy, Engine, Event, Incoming, Position, Reporter, Retried, RunReport,
     Settle, Stats, Tries,
 };
-use crate::context::AuthContext;
 use crate::error::{Error, Result};
-use crate::guard::Guard;
+use crate::verify::context::AuthContext;
 
 /// Consumes one topic of a [`MemoryBroker`] through a [`Guard`], with the
 /// same [`Engine`] as every broker adapter:

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::carrier::Headers;
-use crate::policy::PublishTime;
+use crate::consume::policy::PublishTime;
 
 /// A message's id: unique within its [`MemoryBroker`](super::MemoryBroker),
 /// increasing in publish order.

@@ -3,9 +3,9 @@
 use super::broker::MemoryBroker;
 use super::message::MessageId;
 use crate::carrier::Headers;
-use crate::context::AuthContext;
-use crate::propagator::Propagator;
-use crate::publish_error::PublishError;
+use crate::publish::error::PublishError;
+use crate::publish::propagator::Propagator;
+use crate::verify::context::AuthContext;
 
 /// Publishes to a [`MemoryBroker`] the way every adapter does: the
 /// [`Propagator`] chooses the token (the explicit context, else the ambient

@@ -2,7 +2,7 @@
 
 use super::message::{Message, MessageId};
 use crate::carrier::Headers;
-use crate::context::AuthContext;
+use crate::verify::context::AuthContext;
 
 /// One accepted message, as a handler receives it: the verified identity
 /// and the message. The handler also runs inside

@@ -15,9 +15,9 @@ use super::config::ClientConfig;
 use super::oauth_error::OAuthError;
 use super::params::Params;
 use crate::error::{Error, ErrorKind, Result};
-use crate::issuer::Issuer;
-use crate::key::Key;
-use crate::verifier::{Verifier, now_unix};
+use crate::verify::issuer::Issuer;
+use crate::verify::key::Key;
+use crate::verify::verifier::{Verifier, now_unix};
 
 /// `client_assertion_type` of `private_key_jwt`.
 pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

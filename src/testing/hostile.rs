@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::DevSts;
 use crate::error::ErrorKind;
-use crate::verifier::now_unix;
+use crate::verify::verifier::now_unix;
 
 /// One hostile message: the token header entries it carries, exactly as they travel, and the
 /// kind of error it must be refused with.
@@ -78,7 +78,7 @@ pub fn hostile(sts: &DevSts, audience: &str) -> Vec<Hostile> {
     let service = &sts.service;
     let signer = &service.signer;
     let kid = signer.kid().to_owned();
-    let alg = crate::key::alg_name(signer.algorithm());
+    let alg = crate::verify::key::alg_name(signer.algorithm());
     let now = now_unix();
     let claims = json!({
         "iss": service.issuer, "aud": audience, "sub": "mallory", "iat": now, "exp": now + 600,

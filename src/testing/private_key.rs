@@ -20,7 +20,7 @@ use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _, RsaPrivateK
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::key::alg_name;
+use crate::verify::key::alg_name;
 
 /// The size of generated RSA keys.
 const RSA_BITS: usize = 2048;

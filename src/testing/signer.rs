@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::DEFAULT_KID;
 use super::private_key::PrivateKey;
 use crate::error::{Error, ErrorKind, Result};
-use crate::key::{Key, alg_name};
+use crate::verify::key::{Key, alg_name};
 
 /// A private key the service signs with. `Debug` shows no key material.
 pub(super) struct Signer {

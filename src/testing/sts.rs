@@ -23,11 +23,11 @@ use super::mode::{Counters, Mode, Stats};
 use super::signer::Signer;
 use super::token_endpoint::{self, TOKEN_EXCHANGE};
 use crate::backoff::Backoff;
+use crate::consume::guard::Guard;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{ClientAuth, Exchange, ExchangeCache, Rfc8693Client, Rfc8693ClientBuilder};
-use crate::guard::Guard;
-use crate::issuer::{Issuer, dangerous};
-use crate::verifier::{Verifier, now_unix};
+use crate::verify::issuer::{Issuer, dangerous};
+use crate::verify::verifier::{Verifier, now_unix};
 
 /// How long [`DevSts::shutdown`] waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -14,10 +14,10 @@ use super::mode::{Counters, Mode};
 use super::oauth_error::{OAuthError, no_store};
 use super::params::Params;
 use super::sts::Service;
-use crate::context::AuthContext;
 use crate::error::ErrorKind;
 use crate::exchange::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE};
-use crate::verifier::now_unix;
+use crate::verify::context::AuthContext;
+use crate::verify::verifier::now_unix;
 
 /// The RFC 8693 grant type.
 pub(super) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

@@ -13,10 +13,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 
-use crate::crypto::crypto_provider;
 use crate::error::{Error, ErrorKind, Result, quote};
-use crate::key::alg_name;
-use crate::verifier::now_unix;
+use crate::verify::crypto::crypto_provider;
+use crate::verify::key::alg_name;
+use crate::verify::verifier::now_unix;
 
 /// RFC 7523 §2.2.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::error::{Error, ErrorKind, quote};
 use crate::exchange::IssuedToken;
 use crate::http::{BodyError, read_capped};
-use crate::verifier::unix_seconds;
+use crate::verify::verifier::unix_seconds;
 
 /// The largest token-endpoint answer read.
 const MAX_BODY: usize = 64 * 1024;

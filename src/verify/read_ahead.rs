@@ -1,7 +1,7 @@
 //! Which waiting messages a consumer verifies ahead of their turn.
 
 use crate::carrier::Extractor;
-use crate::verifier::Verifier;
+use crate::verify::verifier::Verifier;
 
 /// While this many messages in a row found their token already verified, only one in this
 /// many looks.

@@ -7,9 +7,9 @@ use jsonwebtoken::Algorithm;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::claims::Claims;
 use crate::error::Result;
-use crate::issuer::Issuer;
+use crate::verify::claims::Claims;
+use crate::verify::issuer::Issuer;
 
 /// What verification established about a token: shared between every
 /// message that carries the same token.

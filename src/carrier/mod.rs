@@ -1,4 +1,9 @@
-//! Header access: the two small traits every broker adapter implements.
+//! Where the token travels: the [`TokenHeader`] that carries it, and header access through the
+//! two small traits every broker adapter implements.
+
+pub(crate) mod token_header;
+
+pub use token_header::TokenHeader;
 
 use std::fmt;
 

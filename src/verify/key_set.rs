@@ -7,7 +7,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result, quote};
-use crate::key::{Key, KeyOrigin, Parsed, parse_jwk};
+use crate::verify::key::{Key, KeyOrigin, Parsed, parse_jwk};
 
 /// The keys of one issuer, each pinned to its algorithm, found by `kid`.
 #[derive(Debug, Clone, Default)]

@@ -10,11 +10,11 @@ use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind, Result, quote};
 use crate::http::{self, read_capped};
-use crate::issuer::PLAIN_HTTP_OPT_IN;
-use crate::key::{Key, KeyOrigin};
-use crate::key_set::{KeySet, parse_jwks};
 use crate::observe;
-use crate::verifier::unix_seconds;
+use crate::verify::issuer::PLAIN_HTTP_OPT_IN;
+use crate::verify::key::{Key, KeyOrigin};
+use crate::verify::key_set::{KeySet, parse_jwks};
+use crate::verify::verifier::unix_seconds;
 
 /// The wait before fetching again after a failed fetch; it doubles with each failure in a
 /// row, up to the cooldown.

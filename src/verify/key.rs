@@ -7,8 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
 
-use crate::crypto::crypto_provider;
 use crate::error::{Error, ErrorKind, Result, quote};
+use crate::verify::crypto::crypto_provider;
 
 /// RSA keys shorter than this are refused (RFC 8725 §3.5, NIST SP 800-131A).
 pub(crate) const MIN_RSA_BITS: usize = 2048;

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use tokio::task::futures::TaskLocalFuture;
 
-use crate::context::AuthContext;
+use crate::verify::context::AuthContext;
 
 tokio::task_local! {
     static CURRENT: Option<AuthContext>;

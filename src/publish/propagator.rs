@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use tracing::Instrument as _;
 
-use crate::ambient::current;
 use crate::carrier::Injector;
-use crate::context::{Acceptance, AuthContext};
+use crate::carrier::token_header::TokenHeader;
 use crate::exchange::{ExchangeRequest, Recipient, TokenExchanger, verify_issued};
-use crate::publish_error::{PublishError, PublishErrorKind};
-use crate::token_header::TokenHeader;
-use crate::verifier::{Verifier, now_unix};
+use crate::publish::ambient::current;
+use crate::publish::error::{PublishError, PublishErrorKind};
+use crate::verify::context::{Acceptance, AuthContext};
+use crate::verify::verifier::{Verifier, now_unix};
 
 /// Chooses the token a published message carries and writes it into the
 /// message's headers: the explicit context if given, else the ambient one
@@ -175,7 +175,7 @@ impl Propagator {
             .header
             .inject(carrier, token)
             .map_err(|e| PublishError::new(PublishErrorKind::Inject, e.to_string()).with_source(e))?;
-        crate::trace_context::inject(carrier);
+        crate::observe::trace_context::inject(carrier);
         Ok(())
     }
 

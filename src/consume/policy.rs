@@ -6,9 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use crate::context::AuthContext;
 use crate::error::{Error, ErrorClass};
-use crate::verifier::{Verifier, unix_seconds};
+use crate::verify::context::AuthContext;
+use crate::verify::verifier::{Verifier, unix_seconds};
 
 /// What a consumer does with a message: the only four outcomes adapters
 /// map onto broker operations.

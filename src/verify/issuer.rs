@@ -6,9 +6,9 @@ use jsonwebtoken::Algorithm;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::http;
-use crate::key::Key;
-use crate::key_set::KeySet;
-use crate::remote::{Location, RemoteOptions};
+use crate::verify::key::Key;
+use crate::verify::key_set::KeySet;
+use crate::verify::remote::{Location, RemoteOptions};
 
 /// The largest leeway accepted: clocks that disagree by more are broken.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);

@@ -4,19 +4,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::ahead::{Ahead, Waited};
 use crate::carrier::Extractor;
-use crate::claims::Claims;
-use crate::context::{AuthContext, Verified};
+use crate::carrier::token_header::TokenHeader;
 use crate::error::{Error, ErrorKind, Result, quote};
-use crate::issuer::{Issuer, KeySource};
-use crate::jose;
-use crate::key::{Key, alg_name};
-use crate::key_set::KeySet;
 use crate::observe;
-use crate::remote::RemoteKeySet;
-use crate::token_header::TokenHeader;
-use crate::verified_cache::VerifiedCache;
+use crate::verify::ahead::{Ahead, Waited};
+use crate::verify::claims::Claims;
+use crate::verify::context::{AuthContext, Verified};
+use crate::verify::issuer::{Issuer, KeySource};
+use crate::verify::jose;
+use crate::verify::key::{Key, alg_name};
+use crate::verify::key_set::KeySet;
+use crate::verify::remote::RemoteKeySet;
+use crate::verify::verified_cache::VerifiedCache;
 
 // The metric keys of every verification, fixed at compile time: nothing is built per message.
 static VERIFY_SECONDS: metrics::Key = metrics::Key::from_static_name(observe::VERIFY_SECONDS);

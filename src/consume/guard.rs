@@ -7,11 +7,11 @@ use std::time::SystemTime;
 
 use crate::backoff::Backoff;
 use crate::carrier::Extractor;
-use crate::context::{Acceptance, AuthContext};
-use crate::dead_letter::Redaction;
+use crate::consume::dead_letter::Redaction;
+use crate::consume::policy::{DynPolicy, ExpiredToken, ExpiryPolicy, Outcome, PublishTime, Reject};
 use crate::error::ErrorKind;
-use crate::policy::{DynPolicy, ExpiredToken, ExpiryPolicy, Outcome, PublishTime, Reject};
-use crate::verifier::{Verifier, unix_seconds};
+use crate::verify::context::{Acceptance, AuthContext};
+use crate::verify::verifier::{Verifier, unix_seconds};
 use tracing::Span;
 
 /// What the Guard needs to know about a message besides its headers.

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::carrier::Extractor;
+use crate::carrier::token_header::TokenHeader;
+use crate::consume::policy::TimestampSource;
 use crate::consume::{Origin, Position};
 use crate::error::{Error, ErrorKind};
-use crate::policy::TimestampSource;
-use crate::token_header::TokenHeader;
-use crate::verifier::unix_seconds;
+use crate::verify::verifier::unix_seconds;
 
 /// Header naming the error kind (`Expired`, `BadSignature`, …).
 pub const REASON_KIND: &str = "x-jwt-relay-reason-kind";

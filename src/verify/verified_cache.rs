@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::context::AuthContext;
+use crate::verify::context::AuthContext;
 
 /// Verified tokens by the token itself: a hit is an exact match, and hands back the context
 /// (the token and what it proved) without copying either. Only tokens that verified are
@@ -67,9 +67,9 @@ impl VerifiedCache {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::claims::Claims;
-    use crate::context::Verified;
-    use crate::issuer::Issuer;
+    use crate::verify::claims::Claims;
+    use crate::verify::context::Verified;
+    use crate::verify::issuer::Issuer;
 
     fn context(token: &str, subject: &str) -> AuthContext {
         let claims = serde_json::json!({"iss": "https://issuer.example", "sub": subject});

@@ -24,6 +24,8 @@
 //! on. Publishes run in `jwt_relay.publish` spans, key-set fetches in
 //! `jwt_relay.jwks_fetch` and token exchanges in `jwt_relay.exchange`.
 
+pub(crate) mod trace_context;
+
 use std::cell::RefCell;
 
 use metrics::{Key, Label, Level, Metadata};
@@ -31,8 +33,8 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::carrier::Extractor;
-use crate::context::{Acceptance, AuthContext};
 use crate::error::{Error, ErrorKind};
+use crate::verify::context::{Acceptance, AuthContext};
 
 /// Consumed messages, by broker, destination, outcome and kind.
 pub const MESSAGES_TOTAL: &str = "jwt_relay_messages_total";
@@ -108,7 +110,7 @@ pub fn consume_span(broker: &'static str, destination: &str, headers: &dyn Extra
         error_kind = Empty,
         error_class = Empty,
     );
-    crate::trace_context::continue_trace(&span, headers);
+    crate::observe::trace_context::continue_trace(&span, headers);
     span
 }
 
