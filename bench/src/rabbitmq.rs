@@ -137,7 +137,7 @@ impl RabbitMq {
             let ticks = progress.clone();
             let report = tokio::time::timeout(
                 crate::tokens::PATIENCE,
-                Consumer::builder(self.topology.queue(), guard)
+                Consumer::builder(self.connector.clone(), self.topology.queue(), guard)
                     .prefetch(PREFETCH)
                     .limit(count as u64)
                     .on_event(move |_| {
@@ -145,7 +145,6 @@ impl RabbitMq {
                     })
                     .build()
                     .run(
-                        &self.connector,
                         |_| async { Ok::<(), Infallible>(()) },
                         std::future::pending::<()>(),
                     ),

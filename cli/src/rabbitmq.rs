@@ -196,7 +196,7 @@ async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
             .map_err(|e| Failure::new(format!("cannot declare `{queue}` and its queues: {e}")))?;
         close(&connection).await;
     }
-    let mut builder = Consumer::builder(queue, guard)
+    let mut builder = Consumer::builder(Connector::new(args.url.0.as_str()), queue, guard)
         .prefetch(args.prefetch)
         .dead_letter(DeadLetter::queue(dlq))
         .retry_queue(retry_queue);
@@ -212,9 +212,8 @@ async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
             }
         })
         .build();
-    let connector = Connector::new(args.url.0.as_str());
     consumer
-        .run(&connector, |_| async { Ok::<(), Infallible>(()) }, ctrl_c())
+        .run(|_| async { Ok::<(), Infallible>(()) }, ctrl_c())
         .await
         .map_err(|e| Failure::new(e.to_string()))?;
     outcomes.verdict()

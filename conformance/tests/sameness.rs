@@ -439,19 +439,16 @@ mod rabbitmq {
         }
         let watch = Watch::new(messages.len());
         let handler = Handler::default();
-        let consumer = Consumer::builder(topology.queue(), guard)
+        let consumer = Consumer::builder(Connector::new(addr), topology.queue(), guard)
             .max_attempts(MAX_ATTEMPTS)
             .backoff(backoff())
             .on_event(watch.callback())
             .build();
-        let handle = move |d: jwt_relay_rabbitmq::Delivery| handler.call(d.payload());
-        tokio::time::timeout(
-            PATIENCE,
-            consumer.run(&Connector::new(addr), handle, watch.all_ended()),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let handle = move |r: jwt_relay_rabbitmq::Received| handler.call(r.payload());
+        tokio::time::timeout(PATIENCE, consumer.run(handle, watch.all_ended()))
+            .await
+            .unwrap()
+            .unwrap();
         let mut copies = Vec::new();
         let options = BasicGetOptions { no_ack: true };
         let queue = ShortString::from(topology.dead_letter_queue_name());

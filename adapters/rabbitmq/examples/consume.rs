@@ -12,7 +12,7 @@ use std::convert::Infallible;
 
 use jwt_relay::{Algorithm, Guard, Issuer, Key, Verifier};
 use jwt_relay_rabbitmq::lapin::{Connection, ConnectionProperties};
-use jwt_relay_rabbitmq::{Connector, Consumer, Delivery, Topology};
+use jwt_relay_rabbitmq::{Connector, Consumer, Received, Topology};
 
 const QUEUE: &str = "jwt-relay-example-invoices";
 const ISSUER: &str = "https://id.example.com";
@@ -39,16 +39,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .declare(&connection.create_channel().await?)
         .await?;
 
-    let consumer = Consumer::builder(QUEUE, Guard::new(verifier))
+    let consumer = Consumer::builder(Connector::new(addr), QUEUE, Guard::new(verifier))
         .limit(count)
         .build();
     println!("waiting for {count} messages on {QUEUE}");
     let report = consumer
         .run(
-            &Connector::new(addr),
-            |delivery: Delivery| async move {
-                let who = delivery.context().subject().unwrap_or("?");
-                println!("{} for {who}", String::from_utf8_lossy(delivery.payload()));
+            |received: Received| async move {
+                let who = received.context().subject().unwrap_or("?");
+                println!("{} for {who}", String::from_utf8_lossy(received.payload()));
                 Ok::<(), Infallible>(())
             },
             std::future::pending::<()>(),

@@ -5,18 +5,22 @@ use std::future::Future;
 
 use lapin::{Connection, ConnectionProperties};
 
-/// Opens a connection to the broker. A [`Consumer`](crate::Consumer) owns its connection so
-/// that it can open a new one when the old one drops; implement this (or pass a closure
-/// returning `lapin::Connection::connect(..)`) for connections a [`Connector`] cannot describe,
-/// such as a custom TLS configuration.
+/// Opens a connection to the broker. A [`Consumer`](crate::Consumer) owns its connector (given
+/// to [`Consumer::builder`](crate::Consumer::builder)) so that it can open a new connection when
+/// the old one drops; implement this (or pass a closure returning
+/// `lapin::Connection::connect(..)`) for connections a [`Connector`] cannot describe, such as a
+/// custom TLS configuration.
 ///
 /// ```no_run
+/// use jwt_relay::Guard;
+/// use jwt_relay_rabbitmq::Consumer;
 /// use jwt_relay_rabbitmq::lapin::{Connection, ConnectionProperties};
 ///
-/// # async fn demo(consumer: jwt_relay_rabbitmq::Consumer) -> jwt_relay_rabbitmq::Result<()> {
+/// # async fn demo(guard: Guard) -> jwt_relay_rabbitmq::Result<()> {
 /// let connect = || Connection::connect("amqp://broker:5672/%2f", ConnectionProperties::default());
+/// let consumer = Consumer::builder(connect, "invoices", guard).build();
 /// consumer
-///     .run(&connect, |_| async { Ok::<(), String>(()) }, std::future::pending::<()>())
+///     .run(|_| async { Ok::<(), String>(()) }, std::future::pending::<()>())
 ///     .await?;
 /// # Ok(())
 /// # }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use jwt_relay::consume::{Engine, Event, Reporter, RunReport, Stats};
 use jwt_relay::{Backoff, Guard};
 
-use crate::connect::Connect;
+use crate::connect::{Connect, Connector};
 use crate::dead_letter::DeadLetter;
-use crate::delivery::Delivery;
 use crate::error::{Error, Result};
+use crate::received::Received;
 use crate::session::{Session, SessionEnd};
 
 /// Consumes one queue through a [`Guard`], with the core's [`Engine`] like every adapter (and
@@ -47,10 +47,15 @@ use crate::session::{Session, SessionEnd};
 /// [`Topology`](crate::Topology) declares them; when one does not, the message goes back to its
 /// queue and the run stops with [`ErrorKind::Broker`](crate::ErrorKind::Broker).
 ///
+/// The consumer owns its connector ([`Connect`]: a [`Connector`], or a closure returning
+/// `lapin::Connection::connect(..)`), so that it can open a new connection when the old one
+/// drops. Clones share the connector, the configuration and the [`stats`](Consumer::stats).
+/// `Debug` shows the configuration, never the connector (nor its credentials).
+///
 /// Delivery is at least once: a handler may see a message again after a lost connection
-/// ([`Delivery::redelivered`]).
-#[derive(Clone)]
-pub struct Consumer {
+/// ([`Received::redelivered`]).
+pub struct Consumer<C = Connector> {
+    connect: Arc<C>,
     config: Arc<Config>,
 }
 
@@ -72,8 +77,18 @@ pub(crate) struct Config {
 }
 
 /// Builds a [`Consumer`].
-pub struct ConsumerBuilder {
+pub struct ConsumerBuilder<C = Connector> {
+    connect: C,
     config: Config,
+}
+
+impl<C> Clone for Consumer<C> {
+    fn clone(&self) -> Self {
+        Consumer {
+            connect: Arc::clone(&self.connect),
+            config: Arc::clone(&self.config),
+        }
+    }
 }
 
 impl fmt::Debug for Config {
@@ -93,27 +108,29 @@ impl fmt::Debug for Config {
     }
 }
 
-impl fmt::Debug for Consumer {
+impl<C> fmt::Debug for Consumer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.config.fmt(f)
     }
 }
 
-impl fmt::Debug for ConsumerBuilder {
+impl<C> fmt::Debug for ConsumerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.config.fmt(f)
     }
 }
 
-impl Consumer {
-    /// Starts a consumer of `queue` through `guard`: prefetch 10, 3 handler attempts, dead
-    /// letters to `<queue>.dlq` without the token, the broker's dead letters moved there from
-    /// `<queue>.held`, retries through `<queue>.retry`, handler
+impl<C: Connect> Consumer<C> {
+    /// Starts a consumer of `queue` through `guard`, connecting through `connect` (a
+    /// [`Connector`], or a closure returning `lapin::Connection::connect(..)`): prefetch 10,
+    /// 3 handler attempts, dead letters to `<queue>.dlq` without the token, the broker's dead
+    /// letters moved there from `<queue>.held`, retries through `<queue>.retry`, handler
     /// retries after the default [`Backoff`] (1 s doubling to 1 min), reconnects after 0.5 s
     /// doubling to 30 s.
-    pub fn builder(queue: impl Into<String>, guard: Guard) -> ConsumerBuilder {
+    pub fn builder(connect: C, queue: impl Into<String>, guard: Guard) -> ConsumerBuilder<C> {
         let queue: String = queue.into();
         ConsumerBuilder {
+            connect,
             config: Config {
                 dead_letter: DeadLetter::queue(format!("{queue}.dlq")),
                 held_queue: format!("{queue}.held"),
@@ -144,7 +161,7 @@ impl Consumer {
     /// or the guard halts. Each accepted message is passed to `handler`, which runs in its own
     /// task, in the message's identity's scope.
     ///
-    /// Connects through `connect` first; if that fails, returns
+    /// Connects through the consumer's connector first; if that fails, returns
     /// [`ErrorKind::Connection`](crate::ErrorKind::Connection). When the connection drops
     /// later (a broker restart, a closed connection), it connects again with backoff and
     /// resumes: the broker redelivers what was not acknowledged, so nothing is lost.
@@ -155,10 +172,9 @@ impl Consumer {
     /// output is ignored.
     ///
     /// Returns what this run did ([`RunReport::reconnects`] counts the reconnections).
-    pub async fn run<C, H, Fut, E, S>(&self, connect: &C, handler: H, shutdown: S) -> Result<RunReport>
+    pub async fn run<H, Fut, E, S>(&self, handler: H, shutdown: S) -> Result<RunReport>
     where
-        C: Connect,
-        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        H: Fn(Received) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
         E: Display + 'static,
         S: Future,
@@ -174,7 +190,7 @@ impl Consumer {
         let mut failed_opens = 0;
         let mut connected = false;
         loop {
-            let session = match Session::open(connect, &self.config).await {
+            let session = match Session::open(&*self.connect, &self.config).await {
                 Ok(session) => session,
                 Err(e) if !connected || e.is_fatal() => return Err(e.into_error(&self.config.queue)),
                 Err(e) => {
@@ -208,7 +224,7 @@ impl Consumer {
     }
 }
 
-impl ConsumerBuilder {
+impl<C: Connect> ConsumerBuilder<C> {
     /// How many deliveries may be in flight at once (`basic.qos` prefetch; 10, at least 1).
     pub fn prefetch(mut self, prefetch: u16) -> Self {
         self.config.prefetch = prefetch.max(1);
@@ -289,9 +305,48 @@ impl ConsumerBuilder {
     }
 
     /// Builds the consumer.
-    pub fn build(self) -> Consumer {
+    pub fn build(self) -> Consumer<C> {
         Consumer {
+            connect: Arc::new(self.connect),
             config: Arc::new(self.config),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jwt_relay::{Algorithm, Issuer, Key, Verifier};
+
+    use super::*;
+
+    fn guard() -> Guard {
+        let key = Key::from_secret(b"a unit-test secret of 32+ bytes!!", Algorithm::HS256).unwrap();
+        let issuer = Issuer::new("https://id.example.com")
+            .audience("invoices")
+            .key(key)
+            .unwrap();
+        Guard::new(Verifier::builder().issuer(issuer).build().unwrap())
+    }
+
+    #[test]
+    fn debug_never_shows_the_connectors_credentials() {
+        let builder = Consumer::builder(Connector::new("amqp://u:hunter2@h/%2f"), "invoices", guard());
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let consumer = builder.build();
+        let shown = format!("{:?}", consumer.clone());
+        assert!(
+            shown.contains("invoices") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_closure_is_a_connector_and_the_consumer_clones() {
+        let connect = || lapin::Connection::connect("amqp://127.0.0.1:1/%2f", Default::default());
+        let consumer = Consumer::builder(connect, "invoices", guard()).build();
+        let clone = consumer.clone();
+        assert_eq!(clone.queue(), "invoices");
+        assert!(format!("{clone:?}").contains("invoices"));
     }
 }

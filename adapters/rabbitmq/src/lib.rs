@@ -35,7 +35,7 @@
 //! ```no_run
 //! use jwt_relay::{Guard, Issuer, Propagator, Verifier};
 //! use jwt_relay_rabbitmq::lapin::{BasicProperties, Connection, ConnectionProperties};
-//! use jwt_relay_rabbitmq::{Connector, Consumer, Delivery, Publisher, Topology};
+//! use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Received, Topology};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,16 +52,18 @@
 //! let publisher = Publisher::new(connection.create_channel().await?, Propagator::default()).await?;
 //!
 //! // Consuming: verified before the handler runs, which runs in the user's identity.
-//! let consumer = Consumer::builder("invoices", Guard::new(verifier)).prefetch(16).build();
+//! // It owns its connector, to connect again when the connection drops.
+//! let consumer = Consumer::builder(Connector::new(addr), "invoices", Guard::new(verifier))
+//!     .prefetch(16)
+//!     .build();
 //! let report = consumer
 //!     .run(
-//!         &Connector::new(addr),
-//!         move |delivery: Delivery| {
+//!         move |received: Received| {
 //!             let publisher = publisher.clone();
 //!             async move {
-//!                 println!("invoice for {:?}", delivery.context().subject());
+//!                 println!("invoice for {:?}", received.context().subject());
 //!                 let shipping = BasicProperties::default();
-//!                 publisher.publish("", "shipping", delivery.payload(), shipping, None).await
+//!                 publisher.publish("", "shipping", received.payload(), shipping, None).await
 //!             }
 //!         },
 //!         std::future::pending::<()>(), // or a shutdown signal
@@ -85,11 +87,11 @@ mod connect;
 mod consumer;
 mod copy;
 mod dead_letter;
-mod delivery;
 mod error;
 mod headers;
 mod held;
 mod publisher;
+mod received;
 mod session;
 mod settle;
 mod topology;
@@ -98,7 +100,6 @@ pub use connect::{Connect, Connector};
 pub use consumer::{Consumer, ConsumerBuilder};
 pub use copy::{ATTEMPT_HEADER, FAILURES_HEADER};
 pub use dead_letter::DeadLetter;
-pub use delivery::Delivery;
 pub use error::{Error, ErrorKind, Result};
 pub use headers::{AmqpHeaders, AmqpHeadersMut};
 // What a consumer reports, the same for every broker.
@@ -107,6 +108,7 @@ pub use jwt_relay::{
     Stats,
 };
 pub use publisher::{Publisher, destination};
+pub use received::Received;
 pub use topology::{QueueKind, Topology};
 
 /// Re-exported so users build channels, properties and tables with the same version.

@@ -9,17 +9,18 @@ use lapin::types::{FieldTable, ShortString};
 
 /// One accepted message, as a handler receives it: the verified identity and the message. The
 /// handler also runs in [`jwt_relay::scope`] of that identity, so what it publishes through a
-/// [`Publisher`](crate::Publisher) carries the token without being passed it.
+/// [`Publisher`](crate::Publisher) carries the token without being passed it. (lapin's own
+/// [`lapin::message::Delivery`] is what the broker delivered, before the guard's decision.)
 ///
 /// `Debug` shows header names and the payload's length, never a header value or the payload.
 #[derive(Clone)]
-pub struct Delivery {
+pub struct Received {
     pub(crate) context: AuthContext,
-    pub(crate) message: Arc<Received>,
+    pub(crate) message: Arc<Inbound>,
 }
 
 /// A message as the consumer took it from the queue.
-pub(crate) struct Received {
+pub(crate) struct Inbound {
     pub(crate) queue: Arc<str>,
     pub(crate) delivery_tag: u64,
     pub(crate) exchange: ShortString,
@@ -31,7 +32,7 @@ pub(crate) struct Received {
     pub(crate) failures: u32,
 }
 
-impl Delivery {
+impl Received {
     /// The verified identity (see [`AuthContext::acceptance`] for how it was accepted).
     pub fn context(&self) -> &AuthContext {
         &self.context
@@ -89,14 +90,14 @@ impl Delivery {
     }
 }
 
-impl fmt::Debug for Delivery {
+impl fmt::Debug for Received {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = &self.message;
         let names: Vec<&str> = self
             .headers()
             .map(|h| h.inner().keys().map(ShortString::as_str).collect())
             .unwrap_or_default();
-        f.debug_struct("Delivery")
+        f.debug_struct("Received")
             .field("context", &self.context)
             .field("queue", &m.queue)
             .field("delivery_tag", &m.delivery_tag)
@@ -110,9 +111,9 @@ impl fmt::Debug for Delivery {
     }
 }
 
-impl fmt::Debug for Received {
+impl fmt::Debug for Inbound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Received")
+        f.debug_struct("Inbound")
             .field("queue", &self.queue)
             .field("delivery_tag", &self.delivery_tag)
             .finish_non_exhaustive()

@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 
 use crate::connect::Connect;
 use crate::consumer::Config;
-use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind};
+use crate::received::Received;
 use crate::settle::{Stop, TaskEnd, move_held, settle};
 
 /// The AMQP reply code of a normal close.
@@ -185,7 +185,7 @@ impl Session {
         taken: &mut u64,
     ) -> SessionEnd
     where
-        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        H: Fn(Received) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Display + 'static,
         S: Future<Output = ()>,

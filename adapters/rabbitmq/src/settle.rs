@@ -15,10 +15,10 @@ use lapin::{Acker, Channel};
 use crate::confirm::{Route, lapin_source, publish_confirmed};
 use crate::consumer::Config;
 use crate::copy::{ATTEMPT_HEADER, FAILURES_HEADER, dead_letter_copy, retry_copy};
-use crate::delivery::{Delivery, Received};
 use crate::error::{Error, ErrorKind as StopKind};
 use crate::headers::{AmqpHeaders, read_count};
 use crate::held::broker_reason;
+use crate::received::{Inbound, Received};
 
 /// How a delivery's task ended, for its session.
 pub(crate) enum TaskEnd {
@@ -46,7 +46,7 @@ pub(crate) async fn settle<H, Fut, E>(
     delivery: lapin::message::Delivery,
 ) -> TaskEnd
 where
-    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    H: Fn(Received) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Display + 'static,
 {
@@ -55,7 +55,7 @@ where
     let headers = AmqpHeaders::new(message.properties.headers().as_ref().unwrap_or(&empty));
     let incoming = incoming(&message, &headers);
     let handle = |context: AuthContext, _tries: Tries| {
-        handler(Delivery {
+        handler(Received {
             context,
             message: message.clone(),
         })
@@ -85,7 +85,7 @@ pub(crate) async fn move_held(
 
 /// The message as the engine sees it. `destination` is the work queue (also for a held
 /// message: that is where the broker dead-lettered it from), `subject` the routing key.
-fn incoming<'a>(message: &'a Received, headers: &'a AmqpHeaders<'a>) -> Incoming<'a, AmqpHeaders<'a>> {
+fn incoming<'a>(message: &'a Inbound, headers: &'a AmqpHeaders<'a>) -> Incoming<'a, AmqpHeaders<'a>> {
     let published = message
         .properties
         .timestamp()
@@ -129,7 +129,7 @@ struct Task {
     config: Arc<Config>,
     publish: Channel,
     acker: Acker,
-    message: Arc<Received>,
+    message: Arc<Inbound>,
     /// A message of the holding queue: a retry puts it back there, never through the retry
     /// queue (which leads to the work queue).
     held: bool,
@@ -141,7 +141,7 @@ impl Task {
         publish: Channel,
         delivery: lapin::message::Delivery,
         held: bool,
-    ) -> (Task, Arc<Received>) {
+    ) -> (Task, Arc<Inbound>) {
         let lapin::message::Delivery {
             delivery_tag,
             exchange,
@@ -161,7 +161,7 @@ impl Task {
                 read_count(headers, FAILURES_HEADER),
             )
         };
-        let message = Arc::new(Received {
+        let message = Arc::new(Inbound {
             queue: config.queue.clone(),
             delivery_tag,
             exchange,

@@ -67,13 +67,14 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     // From the 20th message on, handlers wait until the broker has been restarted: deliveries
     // are in flight, unacknowledged, when the application stops.
     let (restarted, gate) = watch::channel(false);
-    let consumer = Consumer::builder(topology.queue(), Guard::new(verifier()))
+    let connector = broker.connector("app-restart");
+    let consumer = Consumer::builder(connector, topology.queue(), Guard::new(verifier()))
         .reconnect_backoff(Backoff::new(Duration::from_millis(200), Duration::from_secs(2)))
         .build();
-    let running = spawn(consumer, broker.connector("app-restart"), move |delivery| {
+    let running = spawn(consumer, move |received| {
         let handled = {
             let mut seen = record.lock().unwrap();
-            seen.push(id_of(&delivery));
+            seen.push(id_of(&received));
             seen.len()
         };
         let mut gate = gate.clone();

@@ -4,7 +4,7 @@
 use jwt_relay::memory::{MemoryBroker, MemoryPublisher};
 use jwt_relay::{AuthContext, Guard, Propagator, RunReport};
 use jwt_relay_rabbitmq::lapin::{BasicProperties, Connection};
-use jwt_relay_rabbitmq::{Connector, Consumer, Delivery, Publisher, Topology};
+use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Received, Topology};
 
 use super::memory;
 use super::{Failure, endpoint, per_run};
@@ -105,13 +105,12 @@ impl Invoices {
             Invoices::Broker {
                 connector, topology, ..
             } => {
-                let report = Consumer::builder(topology.queue(), guard)
+                let report = Consumer::builder(connector.clone(), topology.queue(), guard)
                     .limit(limit)
                     .build()
                     .run(
-                        connector,
-                        move |delivery: Delivery| {
-                            handler(delivery.context().clone(), delivery.payload().to_vec())
+                        move |received: Received| {
+                            handler(received.context().clone(), received.payload().to_vec())
                         },
                         std::future::pending::<()>(),
                     )

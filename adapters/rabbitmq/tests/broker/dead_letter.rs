@@ -46,12 +46,12 @@ async fn missing_forged_expired_and_wrong_audience_tokens_are_dead_lettered_with
 
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = handled.clone();
-    let consumer = Consumer::builder(topology.queue(), Guard::new(verifier()))
+    let connector = broker.connector("reject");
+    let consumer = Consumer::builder(connector, topology.queue(), Guard::new(verifier()))
         .limit(cases.len() as u64)
         .build();
     let report = consumer
         .run(
-            &broker.connector("reject"),
             move |_| {
                 counter.fetch_add(1, Ordering::SeqCst);
                 async { Ok::<(), String>(()) }
@@ -147,7 +147,7 @@ async fn broker_dead_letter_case(
     let moved = Arc::new(AtomicUsize::new(0));
     let counter = moved.clone();
     let dead_letter_queue = topology.dead_letter_queue_name().to_owned();
-    let consumer = Consumer::builder(topology.queue(), Guard::new(verifier()))
+    let consumer = Consumer::builder(broker.connector(name), topology.queue(), Guard::new(verifier()))
         .on_event(move |event| {
             if let EventOutcome::Rejected {
                 dead_letter: Some(target),
@@ -159,7 +159,7 @@ async fn broker_dead_letter_case(
             }
         })
         .build();
-    let running = spawn(consumer, broker.connector(name), |_| async { Ok(()) });
+    let running = spawn(consumer, |_| async { Ok(()) });
     eventually("the held message is moved", Duration::from_secs(20), || {
         moved.load(Ordering::SeqCst) == 1
     })
@@ -286,14 +286,11 @@ async fn a_dead_letter_that_comes_back_is_acknowledged_not_copied_again() {
         .publish_with_token("", topology.queue(), b"x", properties, None)
         .await
         .unwrap();
-    let report = Consumer::builder(topology.queue(), Guard::new(verifier()))
+    let connector = broker.connector("returned");
+    let report = Consumer::builder(connector, topology.queue(), Guard::new(verifier()))
         .limit(1)
         .build()
-        .run(
-            &broker.connector("returned"),
-            |_| async { Ok::<(), String>(()) },
-            std::future::pending::<()>(),
-        )
+        .run(|_| async { Ok::<(), String>(()) }, std::future::pending::<()>())
         .await
         .unwrap();
     assert_eq!((report.rejected, report.dead_lettered), (1, 0));
@@ -319,14 +316,11 @@ async fn a_missing_dead_letter_queue_stops_the_consumer_and_keeps_the_message() 
         .await
         .unwrap();
 
-    let error = Consumer::builder(topology.queue(), Guard::new(verifier()))
+    let connector = broker.connector("reject-nowhere");
+    let error = Consumer::builder(connector, topology.queue(), Guard::new(verifier()))
         .dead_letter(DeadLetter::queue(unique("no-such-dlq")))
         .build()
-        .run(
-            &broker.connector("reject-nowhere"),
-            |_| async { Ok::<(), String>(()) },
-            std::future::pending::<()>(),
-        )
+        .run(|_| async { Ok::<(), String>(()) }, std::future::pending::<()>())
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Broker, "{error}");

@@ -31,13 +31,13 @@ async fn grace_uses_the_client_timestamp_only_when_trusted() {
     let accepted = Arc::new(Mutex::new(Vec::new()));
     for grace in [one_hour, one_hour.trust_client_timestamps()] {
         let record = accepted.clone();
-        Consumer::builder(topology.queue(), Guard::builder(verifier()).policy(grace).build())
+        let guard = Guard::builder(verifier()).policy(grace).build();
+        Consumer::builder(broker.connector("grace"), topology.queue(), guard)
             .limit(1)
             .build()
             .run(
-                &broker.connector("grace"),
-                move |delivery| {
-                    record.lock().unwrap().push(delivery.context().acceptance());
+                move |received| {
+                    record.lock().unwrap().push(received.context().acceptance());
                     async { Ok::<(), String>(()) }
                 },
                 std::future::pending::<()>(),

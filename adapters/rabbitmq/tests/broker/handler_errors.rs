@@ -34,7 +34,8 @@ async fn handler_failures_are_retried_then_dead_lettered_on_quorum_queues() {
 
     let calls = Arc::new(Mutex::new(BTreeMap::<String, u32>::new()));
     let count = calls.clone();
-    let consumer = Consumer::builder(topology.queue(), Guard::new(verifier()))
+    let connector = broker.connector("handler-errors");
+    let consumer = Consumer::builder(connector, topology.queue(), Guard::new(verifier()))
         .max_attempts(3)
         .backoff(Backoff::new(
             Duration::from_millis(100),
@@ -45,9 +46,8 @@ async fn handler_failures_are_retried_then_dead_lettered_on_quorum_queues() {
         .build();
     let report = consumer
         .run(
-            &broker.connector("handler-errors"),
-            move |delivery| {
-                let id = id_of(&delivery);
+            move |received| {
+                let id = id_of(&received);
                 let n = {
                     let mut calls = count.lock().unwrap();
                     let n = calls.entry(id.clone()).or_default();

@@ -56,15 +56,15 @@ async fn lower_case_verifies_two_casings_and_other_types_are_dead_lettered() {
 
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let record = accepted.clone();
-    let consumer = Consumer::builder(topology.queue(), Guard::new(verifier()))
+    let connector = broker.connector("headers");
+    let consumer = Consumer::builder(connector, topology.queue(), Guard::new(verifier()))
         .limit(cases.len() as u64)
         .build();
     consumer
         .run(
-            &broker.connector("headers"),
-            move |delivery| {
-                let subject = delivery.context().subject().map(str::to_owned);
-                record.lock().unwrap().push((id_of(&delivery), subject));
+            move |received| {
+                let subject = received.context().subject().map(str::to_owned);
+                record.lock().unwrap().push((id_of(&received), subject));
                 async { Ok::<(), String>(()) }
             },
             std::future::pending::<()>(),

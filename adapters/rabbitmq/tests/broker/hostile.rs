@@ -91,15 +91,15 @@ async fn every_hostile_class_is_dead_lettered_and_good_messages_flow() {
     let handled = Arc::new(Mutex::new(BTreeSet::new()));
     let seen = handled.clone();
     let total = goods.len() + expected.len();
-    let consumer = Consumer::builder(topology.queue(), Guard::new(verifier))
+    let connector = broker.connector("hostile");
+    let consumer = Consumer::builder(connector, topology.queue(), Guard::new(verifier))
         .limit(total as u64)
         .build();
     let report = tokio::time::timeout(
         Duration::from_secs(60),
         consumer.run(
-            &broker.connector("hostile"),
-            move |delivery| {
-                seen.lock().unwrap().insert(id_of(&delivery));
+            move |received| {
+                seen.lock().unwrap().insert(id_of(&received));
                 async { Ok::<(), String>(()) }
             },
             std::future::pending::<()>(),

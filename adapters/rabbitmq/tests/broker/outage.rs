@@ -41,7 +41,7 @@ async fn messages_wait_while_the_key_set_is_down_and_are_all_handled_after() {
         .build();
     let retried = Arc::new(AtomicUsize::new(0));
     let retries = retried.clone();
-    let consumer = Consumer::builder(topology.queue(), guard)
+    let consumer = Consumer::builder(broker.connector("outage"), topology.queue(), guard)
         .prefetch(5)
         .on_event(move |event| {
             if let EventOutcome::Retry { reason, .. } = &event.outcome {
@@ -52,8 +52,8 @@ async fn messages_wait_while_the_key_set_is_down_and_are_all_handled_after() {
         .build();
     let handled = Arc::new(Mutex::new(BTreeSet::new()));
     let record = handled.clone();
-    let running = spawn(consumer, broker.connector("outage"), move |delivery| {
-        record.lock().unwrap().insert(id_of(&delivery));
+    let running = spawn(consumer, move |received| {
+        record.lock().unwrap().insert(id_of(&received));
         async { Ok(()) }
     });
 

@@ -25,19 +25,19 @@ async fn a_handler_publishing_to_another_queue_propagates_the_token() {
         .await
         .unwrap();
     let target = downstream.queue().to_owned();
-    let consumer = Consumer::builder(work.queue(), Guard::new(verifier()))
+    let connector = broker.connector("propagate");
+    let consumer = Consumer::builder(connector, work.queue(), Guard::new(verifier()))
         .limit(1)
         .build();
     let report = consumer
         .run(
-            &broker.connector("propagate"),
-            move |delivery| {
+            move |received| {
                 let (onward, target) = (onward.clone(), target.clone());
                 async move {
                     // No context passed: the handler's ambient identity is used. From a
                     // spawned task too, with `WithIdentity`.
                     use jwt_relay::WithIdentity as _;
-                    let payload = delivery.payload().to_vec();
+                    let payload = received.payload().to_vec();
                     tokio::spawn(
                         async move {
                             onward

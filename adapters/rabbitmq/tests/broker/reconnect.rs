@@ -41,11 +41,11 @@ async fn a_connection_closed_mid_stream_loses_nothing() {
     let handled = Arc::new(Mutex::new(BTreeSet::new()));
     let calls = Arc::new(Mutex::new(0_usize));
     let (record, count) = (handled.clone(), calls.clone());
-    let consumer = Consumer::builder(topology.queue(), Guard::new(verifier()))
+    let name = unique("reconnect-connection");
+    let consumer = Consumer::builder(broker.connector(&name), topology.queue(), Guard::new(verifier()))
         .prefetch(8)
         .build();
-    let name = unique("reconnect-connection");
-    let running = spawn(consumer, broker.connector(&name), move |delivery| {
+    let running = spawn(consumer, move |received| {
         let (record, count, mut released) = (record.clone(), count.clone(), released.clone());
         async move {
             let n = {
@@ -56,7 +56,7 @@ async fn a_connection_closed_mid_stream_loses_nothing() {
             if n > HOLD_AT {
                 released.wait_for(|go| *go).await.map_err(|e| e.to_string())?;
             }
-            record.lock().unwrap().insert(id_of(&delivery));
+            record.lock().unwrap().insert(id_of(&received));
             Ok(())
         }
     });

@@ -30,24 +30,24 @@ async fn the_handler_sees_the_verified_subject_payload_and_properties() {
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    let consumer = Consumer::builder(topology.queue(), Guard::new(verifier))
+    let connector = broker.connector("round-trip");
+    let consumer = Consumer::builder(connector, topology.queue(), Guard::new(verifier))
         .limit(1)
         .build();
     let report = consumer
         .run(
-            &broker.connector("round-trip"),
-            move |delivery| {
+            move |received| {
                 let record = record.clone();
                 async move {
-                    let p = delivery.properties();
+                    let p = received.properties();
                     record.lock().unwrap().push((
-                        delivery.context().subject().map(str::to_owned),
-                        id_of(&delivery),
-                        delivery.payload().to_vec(),
+                        received.context().subject().map(str::to_owned),
+                        id_of(&received),
+                        received.payload().to_vec(),
                         p.message_id().as_ref().map(|m| m.as_str().to_owned()),
                         p.content_type().as_ref().map(|m| m.as_str().to_owned()),
                         p.timestamp().is_some(),
-                        delivery.headers().and_then(|h| h.inner().get("x-count").cloned()),
+                        received.headers().and_then(|h| h.inner().get("x-count").cloned()),
                     ));
                     Ok::<(), String>(())
                 }

@@ -34,13 +34,14 @@ async fn shutdown_lets_handlers_in_flight_finish_and_leaves_the_rest_queued() {
     let started = Arc::new(Mutex::new(BTreeSet::new()));
     let finished = Arc::new(Mutex::new(BTreeSet::new()));
     let (s, f) = (started.clone(), finished.clone());
-    let consumer = Consumer::builder(topology.queue(), Guard::new(verifier()))
+    let connector = broker.connector("shutdown");
+    let consumer = Consumer::builder(connector, topology.queue(), Guard::new(verifier()))
         .prefetch(PREFETCH)
         .build();
-    let running = spawn(consumer, broker.connector("shutdown"), move |delivery| {
+    let running = spawn(consumer, move |received| {
         let (s, f) = (s.clone(), f.clone());
         async move {
-            let id = id_of(&delivery);
+            let id = id_of(&received);
             s.lock().unwrap().insert(id.clone());
             tokio::time::sleep(Duration::from_millis(500)).await;
             f.lock().unwrap().insert(id);

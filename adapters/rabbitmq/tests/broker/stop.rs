@@ -42,10 +42,9 @@ async fn a_halt_stops_the_consumer_and_keeps_the_message() {
         .build();
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = handled.clone();
-    let error = Consumer::builder(topology.queue(), guard)
+    let error = Consumer::builder(broker.connector("halt"), topology.queue(), guard)
         .build()
         .run(
-            &broker.connector("halt"),
             move |_| {
                 counter.fetch_add(1, Ordering::SeqCst);
                 async { Ok::<(), String>(()) }
@@ -75,13 +74,9 @@ async fn a_halt_stops_the_consumer_and_keeps_the_message() {
 async fn a_missing_queue_and_an_unreachable_broker_stop_the_run() {
     let Some(broker) = broker().await else { return };
     let run = |queue: String, connector: Connector| async move {
-        Consumer::builder(queue, Guard::new(verifier()))
+        Consumer::builder(connector, queue, Guard::new(verifier()))
             .build()
-            .run(
-                &connector,
-                |_| async { Ok::<(), String>(()) },
-                std::future::pending::<()>(),
-            )
+            .run(|_| async { Ok::<(), String>(()) }, std::future::pending::<()>())
             .await
             .unwrap_err()
     };

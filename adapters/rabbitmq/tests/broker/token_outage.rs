@@ -45,7 +45,7 @@ async fn messages_wait_out_a_token_service_outage() {
     let guard = sts.exchanging_guard(sts.verifier("orders").unwrap()).unwrap();
     let retried = Arc::new(AtomicUsize::new(0));
     let counted = retried.clone();
-    let consumer = Consumer::builder(topology.queue(), guard)
+    let consumer = Consumer::builder(broker.connector("token-outage"), topology.queue(), guard)
         .on_event(move |event| {
             if matches!(event.outcome, EventOutcome::Retry { .. }) {
                 counted.fetch_add(1, Ordering::SeqCst);
@@ -54,9 +54,9 @@ async fn messages_wait_out_a_token_service_outage() {
         .build();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    let running = spawn(consumer, broker.connector("token-outage"), move |delivery| {
-        let exchanged = delivery.context().acceptance() == Acceptance::Exchanged;
-        record.lock().unwrap().push((id_of(&delivery), exchanged));
+    let running = spawn(consumer, move |received| {
+        let exchanged = received.context().acceptance() == Acceptance::Exchanged;
+        record.lock().unwrap().push((id_of(&received), exchanged));
         async { Ok(()) }
     });
 

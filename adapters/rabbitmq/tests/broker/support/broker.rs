@@ -10,7 +10,7 @@ use jwt_relay::Propagator;
 use jwt_relay_rabbitmq::lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use jwt_relay_rabbitmq::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use jwt_relay_rabbitmq::lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use jwt_relay_rabbitmq::{Connector, Consumer, Delivery, Publisher, RunReport, Topology};
+use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Received, RunReport, Topology};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -163,9 +163,9 @@ pub fn headers(id: &str, extra: &[(&str, AMQPValue)]) -> FieldTable {
     table
 }
 
-/// The `x-id` of a delivery.
-pub fn id_of(delivery: &Delivery) -> String {
-    match delivery.headers().and_then(|h| h.inner().get("x-id")) {
+/// The `x-id` of a received message.
+pub fn id_of(received: &Received) -> String {
+    match received.headers().and_then(|h| h.inner().get("x-id")) {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         _ => String::new(),
     }
@@ -177,10 +177,10 @@ pub struct Running {
     task: JoinHandle<jwt_relay_rabbitmq::Result<RunReport>>,
 }
 
-/// Runs `consumer` through `connector` with `handler`.
-pub fn spawn<H, Fut>(consumer: Consumer, connector: Connector, handler: H) -> Running
+/// Runs `consumer` with `handler`.
+pub fn spawn<H, Fut>(consumer: Consumer, handler: H) -> Running
 where
-    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    H: Fn(Received) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     let (stop, stopped) = oneshot::channel::<()>();
@@ -188,7 +188,7 @@ where
         let shutdown = async {
             let _ = stopped.await;
         };
-        consumer.run(&connector, handler, shutdown).await
+        consumer.run(handler, shutdown).await
     });
     Running { stop, task }
 }
