@@ -362,7 +362,7 @@ mod kafka {
             .on_event(watch.callback())
             .build()
             .unwrap();
-        let handle = move |d: jwt_relay_kafka::Delivery| handler.call(d.payload());
+        let handle = move |d: jwt_relay_kafka::Received| handler.call(d.payload());
         tokio::time::timeout(PATIENCE, consumer.run(handle, watch.all_ended()))
             .await
             .unwrap()
@@ -488,7 +488,7 @@ mod nats {
     use futures_util::StreamExt as _;
     use jwt_relay_nats::async_nats::jetstream::{self, consumer::pull, stream::StorageType};
     use jwt_relay_nats::async_nats::{Client, HeaderMap};
-    use jwt_relay_nats::{JetStreamConsumer, NatsSubscriber, Topology};
+    use jwt_relay_nats::{JetStreamConsumer, Consumer, Topology};
 
     fn header_map(message: &Message) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -523,8 +523,8 @@ mod nats {
         let mut copies_sub = client.subscribe(dead_letters.clone()).await.unwrap();
         let watch = Watch::new(messages.len());
         let handler = Handler::default();
-        let subscription = NatsSubscriber::new(client.clone(), guard)
-            .dead_letter_subject(dead_letters.as_str())
+        let subscription = Consumer::new(client.clone(), guard)
+            .dead_letter(jwt_relay_nats::DeadLetter::subject(dead_letters.as_str()))
             .max_attempts(MAX_ATTEMPTS)
             .backoff(backoff())
             .on_event(watch.callback())
@@ -538,7 +538,7 @@ mod nats {
                 .unwrap();
         }
         client.flush().await.unwrap();
-        let handle = move |d: jwt_relay_nats::Delivery| handler.call(d.payload());
+        let handle = move |d: jwt_relay_nats::Received| handler.call(d.payload());
         tokio::time::timeout(PATIENCE, subscription.run(handle, watch.all_ended()))
             .await
             .unwrap()
@@ -584,7 +584,7 @@ mod nats {
             .max_attempts(MAX_ATTEMPTS)
             .backoff(backoff())
             .on_event(watch.callback());
-        let handle = move |d: jwt_relay_nats::Delivery| handler.call(d.payload());
+        let handle = move |d: jwt_relay_nats::Received| handler.call(d.payload());
         tokio::time::timeout(PATIENCE, consumer.run(handle, watch.all_ended()))
             .await
             .unwrap()

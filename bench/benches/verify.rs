@@ -1,7 +1,7 @@
 //! Verification cost: jwt-relay against `jsonwebtoken::decode` on the same
 //! token and key, uncached per algorithm, and cached for a repeated token.
 //!
-//! `cargo bench -p jwt-relay --bench verify`
+//! `cargo bench -p jwt-relay-bench --bench verify`
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
@@ -19,7 +19,7 @@ const ISS: &str = "https://issuer.bench";
 const AUD: &str = "svc";
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
