@@ -10,7 +10,8 @@
 //!
 //! The realm (users, clients, audiences, token exchange) is `docker/keycloak/realm.json`.
 
-use jwt_relay::{ClientAuth, ExchangeRequest, Issuer, Rfc8693Client, TokenExchanger as _, Verifier};
+use jwt_relay::exchange::{ClientAuth, ExchangeRequest, TokenExchanger as _};
+use jwt_relay::{Issuer, Rfc8693Client, Verifier};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

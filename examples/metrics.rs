@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer};
+use jwt_relay::exchange::{ClientAuth, ExchangeCache};
+use jwt_relay::memory::{MemoryBroker, MemoryConsumer, Received};
 use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DevSts, DevStsConfig};
-use jwt_relay::{
-    ClientAuth, Exchange, ExchangeCache, Guard, Headers, Issuer, Rfc8693Client, Verifier, now_unix,
-};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Exchange, Guard, Headers, Issuer, Rfc8693Client, Verifier};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 const AUD: &str = "orders";

@@ -5,12 +5,24 @@
 //! verifies it locally; across Kafka, RabbitMQ or NATS the message waits, the
 //! token expires on the way, and every hop must still know who the user is.
 //!
-//! This crate is the broker-independent core: where the token travels
-//! ([`TokenHeader`], [`Injector`], [`Extractor`]), how it is verified
-//! ([`Verifier`], [`Issuer`], [`Key`], [`KeySet`]), and what a failure means
-//! ([`Error`], [`ErrorKind`], [`ErrorClass`]: dead-letter, retry, or stop).
-//! Broker adapters (`jwt-relay-kafka`, `jwt-relay-rabbitmq`, `jwt-relay-nats`)
-//! only map headers and outcomes onto their broker.
+//! This crate is the broker-independent core. Its parts, one module each:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`verify`] | a header value in, a verified identity ([`AuthContext`]) or a precise [`Error`] out: the [`Verifier`], its [`Issuer`]s and their [`Key`]s, remote key sets |
+//! | [`consume`] | the consume side: the [`Guard`] and its expiry policies ([`Reject`], [`Grace`], [`Exchange`]), and the one [`Engine`](consume::Engine) every consumer runs, each transport implementing [`Settle`](consume::Settle) |
+//! | [`publish`] | the publish side: which token a message leaves with ([`Propagator`], the ambient identity [`scope`] / [`current`]) |
+//! | [`exchange`] | OAuth 2.0 Token Exchange (RFC 8693): the client ([`Rfc8693Client`]) and its cache |
+//! | [`carrier`] | where the token travels: the [`TokenHeader`], and the [`Injector`](carrier::Injector) / [`Extractor`](carrier::Extractor) traits every adapter implements for its headers |
+//! | [`observe`] | the metrics and the `jwt_relay.consume` span |
+//! | [`memory`] | an in-memory broker and its consumer, on the same engine as the adapters |
+//! | `testing` | (feature `testing`) the development token service and hostile inputs |
+//!
+//! What fails says what it means ([`ErrorClass`]: dead-letter, retry, or
+//! stop). The broker adapters (`jwt-relay-kafka`, `jwt-relay-rabbitmq`,
+//! `jwt-relay-nats`) each implement [`Settle`](consume::Settle) once, over
+//! their broker's own verbs, and keep their read loop; everything else is
+//! here.
 //!
 //! ## Features
 //!
@@ -25,7 +37,7 @@
 //! add up across a build, so both may end up on (another crate enabling
 //! jsonwebtoken's `rust_crypto`, say): then aws-lc-rs checks the signatures,
 //! installed as jsonwebtoken's process-wide provider on first use
-//! ([`crypto_provider`]). The adapters forward both features (`aws-lc-rs` by
+//! ([`crypto_provider`](verify::crypto_provider)). The adapters forward both features (`aws-lc-rs` by
 //! default), so `rust-crypto` alone needs `default-features = false` on each
 //! jwt-relay crate you depend on.
 //!
@@ -82,27 +94,13 @@ pub mod testing;
 pub mod fuzzing;
 
 pub use backoff::Backoff;
-pub use carrier::{Extractor, HeaderValue, Headers, InjectError, Injector, TokenHeader};
-pub use consume::{
-    CREDENTIAL_HEADERS, ConsumeError, ConsumeErrorKind, Event, EventOutcome, ExpiredToken, ExpiryPolicy,
-    Grace, Guard, GuardBuilder, MAX_REASON_MESSAGE, MessageInfo, ORIGINAL_DESTINATION, ORIGINAL_OFFSET,
-    ORIGINAL_PARTITION, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Or,
-    Outcome, Position, PublishTime, REASON_CLASS, REASON_KIND, REASON_MESSAGE, REASON_TIME, Redaction,
-    Reject, RunReport, Stats, TimestampSource, already_dead_lettered, dead_letter_headers, reason_headers,
-};
+pub use carrier::{Headers, TokenHeader};
+pub use consume::{ConsumeError, Event, EventOutcome, Grace, Guard, Reject, RunReport};
 pub use error::{Error, ErrorClass, ErrorKind, Result};
-pub use exchange::{
-    ACCESS_TOKEN_TYPE, ClientAuth, Exchange, ExchangeCache, ExchangeRequest, IssuedToken, JWT_TOKEN_TYPE,
-    Rfc8693Client, Rfc8693ClientBuilder, TokenExchanger,
-};
+pub use exchange::{Exchange, Rfc8693Client};
 pub use jsonwebtoken::Algorithm;
-pub use publish::{
-    Propagator, PropagatorBuilder, PublishError, PublishErrorKind, WithIdentity, current, scope,
-};
-pub use verify::{
-    Acceptance, Actor, AuthContext, Claims, Issuer, JwkCheck, JwkOutcome, Key, KeySet, MAX_LEEWAY, ReadAhead,
-    RemoteOptions, Verifier, VerifierBuilder, alg_name, check_jwks, crypto_provider, dangerous, now_unix,
-};
+pub use publish::{Propagator, PublishError, current, scope};
+pub use verify::{Acceptance, AuthContext, Claims, Issuer, Key, KeySet, Verifier, dangerous};
 
 /// Re-exported so users can build keys and tokens with the same version.
 pub use jsonwebtoken;

@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::{Signer, claims, fixture, now};
+use jwt_relay::consume::{MessageInfo, Outcome, PublishTime};
+use jwt_relay::exchange::{ExchangeRequest, IssuedToken, TokenExchanger};
+use jwt_relay::publish::{PublishErrorKind, WithIdentity};
 use jwt_relay::{
-    Acceptance, Algorithm, AuthContext, ExchangeRequest, Grace, Guard, Headers, IssuedToken, Issuer, Key,
-    MessageInfo, Outcome, Propagator, PublishErrorKind, PublishTime, TokenExchanger, Verifier, WithIdentity,
-    current, scope,
+    Acceptance, Algorithm, AuthContext, Grace, Guard, Headers, Issuer, Key, Propagator, Verifier, current,
+    scope,
 };
 use serde_json::{Value, json};
 
@@ -121,7 +123,7 @@ impl TokenExchanger for FakeExchanger {
             fresh["act"] = json!({ "sub": "svc-b" });
             Ok(IssuedToken {
                 access_token: Signer::ed25519().sign(&fresh),
-                issued_token_type: Some(jwt_relay::ACCESS_TOKEN_TYPE.to_owned()),
+                issued_token_type: Some(jwt_relay::exchange::ACCESS_TOKEN_TYPE.to_owned()),
                 token_type: "Bearer".to_owned(),
                 expires_in: Some(900),
                 scope: None,
@@ -130,7 +132,7 @@ impl TokenExchanger for FakeExchanger {
     }
 }
 
-fn exchanging(exchanger: &Arc<FakeExchanger>) -> jwt_relay::PropagatorBuilder {
+fn exchanging(exchanger: &Arc<FakeExchanger>) -> jwt_relay::publish::PropagatorBuilder {
     Propagator::builder()
         .exchanger(exchanger.clone())
         .verifier(verifier())

@@ -13,11 +13,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use jwt_relay::exchange::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE};
 use jwt_relay::jsonwebtoken::{EncodingKey, Header};
 use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_KID, DevSts, DevStsConfig, Mode};
-use jwt_relay::{
-    ACCESS_TOKEN_TYPE, Actor, Algorithm, AuthContext, Issuer, JWT_TOKEN_TYPE, KeySet, Verifier, now_unix,
-};
+use jwt_relay::verify::{Actor, now_unix};
+use jwt_relay::{Algorithm, AuthContext, Issuer, KeySet, Verifier};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -438,7 +438,7 @@ fn client_key(kid: &str) -> (String, EncodingKey) {
 fn assertion(key: &EncodingKey, kid: &str, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(kid.to_owned());
-    jwt_relay::crypto_provider();
+    jwt_relay::verify::crypto_provider();
     jwt_relay::jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 

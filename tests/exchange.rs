@@ -8,12 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use jwt_relay::consume::{MessageInfo, Outcome};
+use jwt_relay::exchange::{
+    ClientAuth, ExchangeCache, ExchangeRequest, JWT_TOKEN_TYPE, Rfc8693ClientBuilder, TokenExchanger,
+};
 use jwt_relay::jsonwebtoken::EncodingKey;
 use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DevSts, DevStsConfig, Mode};
+use jwt_relay::verify::now_unix;
 use jwt_relay::{
-    Acceptance, Algorithm, Backoff, ClientAuth, ErrorClass, ErrorKind, Exchange, ExchangeCache,
-    ExchangeRequest, Guard, Headers, Issuer, JWT_TOKEN_TYPE, MessageInfo, Outcome, Rfc8693Client,
-    Rfc8693ClientBuilder, TokenExchanger, Verifier, now_unix,
+    Acceptance, Algorithm, Backoff, ErrorClass, ErrorKind, Exchange, Guard, Headers, Issuer, Rfc8693Client,
+    Verifier,
 };
 use serde_json::{Value, json};
 

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use jwt_relay::consume::{MessageInfo, Outcome};
 use jwt_relay::testing::{DevSts, DevStsConfig, hostile};
-use jwt_relay::{ErrorClass, Guard, Headers, MessageInfo, Outcome};
+use jwt_relay::{ErrorClass, Guard, Headers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_class_is_refused_with_its_kind_and_never_shown() {

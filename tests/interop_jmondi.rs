@@ -16,11 +16,14 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use jwt_relay::consume::{MessageInfo, Outcome};
+use jwt_relay::exchange::{ClientAuth, ExchangeCache, ExchangeRequest, TokenExchanger};
 use jwt_relay::jsonwebtoken::{Header, encode};
 use jwt_relay::testing::{PrivateKey, program_available};
+use jwt_relay::verify::now_unix;
 use jwt_relay::{
-    Acceptance, Algorithm, ClientAuth, ErrorKind, Exchange, ExchangeCache, ExchangeRequest, Guard, Headers,
-    Issuer, Key, MessageInfo, Outcome, Propagator, Rfc8693Client, TokenExchanger, Verifier, now_unix,
+    Acceptance, Algorithm, ErrorKind, Exchange, Guard, Headers, Issuer, Key, Propagator, Rfc8693Client,
+    Verifier,
 };
 use serde_json::{Value, json};
 

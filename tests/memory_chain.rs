@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Signer, claims, now};
-use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer, MemoryPublisher, Message};
+use jwt_relay::consume::{ExpiredToken, Outcome, REASON_CLASS, REASON_KIND, REASON_MESSAGE};
+use jwt_relay::exchange::ExchangeCache;
+use jwt_relay::memory::{MemoryBroker, MemoryConsumer, MemoryPublisher, Message, Received};
 use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_KID, DevSts, DevStsConfig, Mode};
 use jwt_relay::{
-    Acceptance, Backoff, Error, ErrorKind, Exchange, ExchangeCache, ExpiredToken, Guard, Headers, Outcome,
-    Propagator, REASON_CLASS, REASON_KIND, REASON_MESSAGE, Verifier, scope,
+    Acceptance, Backoff, Error, ErrorKind, Exchange, Guard, Headers, Propagator, Verifier, scope,
 };
 use serde_json::json;
 

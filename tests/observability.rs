@@ -11,16 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer, MemoryPublisher};
+use jwt_relay::consume::{ExpiredToken, ExpiryPolicy as _, Outcome};
+use jwt_relay::exchange::{ClientAuth, ExchangeCache};
+use jwt_relay::memory::{MemoryBroker, MemoryConsumer, MemoryPublisher, Received};
 use jwt_relay::observe::{
     EXCHANGE_SECONDS, EXCHANGES_TOTAL, JWKS_FETCHES_TOTAL, KEY_SET_AGE_SECONDS, MESSAGES_TOTAL,
     VERIFY_CACHE_TOTAL, VERIFY_SECONDS,
 };
 use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_KID, DevSts, DevStsConfig};
-use jwt_relay::{
-    ClientAuth, Error, ErrorKind, Exchange, ExchangeCache, ExpiredToken, ExpiryPolicy as _, Guard, Headers,
-    Issuer, Outcome, Propagator, Rfc8693Client, Verifier, now_unix,
-};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Error, ErrorKind, Exchange, Guard, Headers, Issuer, Propagator, Rfc8693Client, Verifier};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde_json::json;
 use tracing::field::{Field, Visit};

@@ -16,11 +16,9 @@ use std::time::Duration;
 
 use common::{Signer, claims, fixture};
 use jwks_server::JwksServer;
+use jwt_relay::exchange::{ClientAuth, ExchangeRequest, TokenExchanger as _};
 use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DevSts, DevStsConfig};
-use jwt_relay::{
-    ClientAuth, Error, ErrorClass, ErrorKind, ExchangeRequest, Issuer, Rfc8693Client, TokenExchanger as _,
-    Verifier, dangerous,
-};
+use jwt_relay::{Error, ErrorClass, ErrorKind, Issuer, Rfc8693Client, Verifier, dangerous};
 
 const AUD: &str = "svc";
 

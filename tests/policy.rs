@@ -18,10 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use common::{Signer, claims, fixture, now};
 use jwks_server::{JwksServer, Mode};
+use jwt_relay::consume::{ExpiredToken, ExpiryPolicy, GuardBuilder, MessageInfo, Outcome, PublishTime};
+use jwt_relay::exchange::{ACCESS_TOKEN_TYPE, ExchangeRequest, IssuedToken, TokenExchanger};
+use jwt_relay::verify::RemoteOptions;
 use jwt_relay::{
-    ACCESS_TOKEN_TYPE, Acceptance, Algorithm, Backoff, Error, ErrorClass, ErrorKind, Exchange,
-    ExchangeRequest, ExpiredToken, ExpiryPolicy, Grace, Guard, GuardBuilder, Headers, IssuedToken, Issuer,
-    Key, MessageInfo, Outcome, PublishTime, RemoteOptions, TokenExchanger, Verifier,
+    Acceptance, Algorithm, Backoff, Error, ErrorClass, ErrorKind, Exchange, Grace, Guard, Headers, Issuer,
+    Key, Verifier,
 };
 use serde_json::Value;
 

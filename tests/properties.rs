@@ -10,9 +10,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwt_relay::{
-    Algorithm, ErrorClass, Guard, Headers, Issuer, Key, KeySet, MessageInfo, Outcome, Verifier, check_jwks,
-};
+use jwt_relay::consume::{MessageInfo, Outcome};
+use jwt_relay::verify::check_jwks;
+use jwt_relay::{Algorithm, ErrorClass, Guard, Headers, Issuer, Key, KeySet, Verifier};
 use proptest::prelude::*;
 
 const SECRET: &[u8] = b"a property-test secret of 32+ bytes";

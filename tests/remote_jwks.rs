@@ -23,10 +23,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Signer, claims, fixture, hmac_secret};
 use jwks_server::{JwksServer, Mode};
-use jwt_relay::{
-    AuthContext, Error, ErrorClass, ErrorKind, Guard, Headers, Issuer, JwkOutcome, MessageInfo, Outcome,
-    RemoteOptions, Verifier, check_jwks,
-};
+use jwt_relay::consume::{MessageInfo, Outcome};
+use jwt_relay::verify::{JwkOutcome, RemoteOptions, check_jwks};
+use jwt_relay::{AuthContext, Error, ErrorClass, ErrorKind, Guard, Headers, Issuer, Verifier};
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -124,7 +123,7 @@ fn weak_rsa_jwk(kid: &str) -> Value {
     use jwt_relay::jsonwebtoken::DecodingKey;
     let key = DecodingKey::from_rsa_pem(&fixture("rsa1024.pub.pem")).expect("RSA PEM fixture");
     let der = key.try_get_as_bytes().expect("DER of the PEM key");
-    let provider = jwt_relay::crypto_provider();
+    let provider = jwt_relay::verify::crypto_provider();
     let (n, e) = (provider.key_utils.rsa_pub_components_from_public_key)(der).expect("n and e");
     assert_eq!(n.len(), 128, "rsa1024 has a 1024-bit modulus");
     json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",

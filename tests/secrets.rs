@@ -11,12 +11,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer, MemoryPublisher};
+use jwt_relay::consume::{MessageInfo, Outcome};
+use jwt_relay::exchange::{ClientAuth, ExchangeCache};
+use jwt_relay::memory::{MemoryBroker, MemoryConsumer, MemoryPublisher, Received};
 use jwt_relay::testing::{DevSts, DevStsConfig, PrivateKey};
-use jwt_relay::{
-    Algorithm, Backoff, ClientAuth, Exchange, ExchangeCache, Guard, Headers, MessageInfo, Outcome,
-    Propagator, Rfc8693Client, Verifier, now_unix, scope,
-};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Algorithm, Backoff, Exchange, Guard, Headers, Propagator, Rfc8693Client, Verifier, scope};
 use serde_json::json;
 use tracing_subscriber::fmt::MakeWriter;
 

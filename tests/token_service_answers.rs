@@ -9,12 +9,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer};
+use jwt_relay::consume::{MessageInfo, Outcome, REASON_CLASS, REASON_KIND, REASON_MESSAGE};
+use jwt_relay::exchange::{ACCESS_TOKEN_TYPE, ExchangeRequest, JWT_TOKEN_TYPE, TokenExchanger};
+use jwt_relay::memory::{MemoryBroker, MemoryConsumer, Received};
+use jwt_relay::publish::PublishErrorKind;
 use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
+use jwt_relay::verify::now_unix;
 use jwt_relay::{
-    ACCESS_TOKEN_TYPE, Acceptance, AuthContext, ErrorClass, ErrorKind, Exchange, ExchangeRequest, Guard,
-    Headers, JWT_TOKEN_TYPE, MessageInfo, Outcome, Propagator, PublishErrorKind, REASON_CLASS, REASON_KIND,
-    REASON_MESSAGE, Rfc8693Client, TokenExchanger, Verifier, now_unix,
+    Acceptance, AuthContext, ErrorClass, ErrorKind, Exchange, Guard, Headers, Propagator, Rfc8693Client,
+    Verifier,
 };
 use serde_json::json;
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer, MemoryPublisher};
+use jwt_relay::memory::{MemoryBroker, MemoryConsumer, MemoryPublisher, Received};
 use jwt_relay::testing::{DevSts, DevStsConfig};
 use jwt_relay::{Guard, Headers, Issuer, Propagator, Verifier};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};

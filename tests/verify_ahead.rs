@@ -8,11 +8,10 @@
 use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header};
+use jwt_relay::consume::{MessageInfo, Outcome};
 use jwt_relay::observe::SIGNATURE_CHECKS_TOTAL;
-use jwt_relay::{
-    Algorithm, ErrorKind, Guard, Headers, Issuer, Key, KeySet, MessageInfo, Outcome, ReadAhead, Verifier,
-    now_unix,
-};
+use jwt_relay::verify::{ReadAhead, now_unix};
+use jwt_relay::{Algorithm, ErrorKind, Guard, Headers, Issuer, Key, KeySet, Verifier};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::json;
 
@@ -35,7 +34,7 @@ fn token(subject: &str, exp_in: i64, secret: &[u8]) -> String {
     header.kid = Some("k1".to_owned());
     let claims =
         json!({"iss": ISS, "aud": AUD, "sub": subject, "iat": now_unix() - 60, "exp": now_unix() + exp_in});
-    jwt_relay::crypto_provider();
+    jwt_relay::verify::crypto_provider();
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret).unwrap()).unwrap()
 }
 

@@ -19,9 +19,9 @@ use base64::alphabet;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use jsonwebtoken::EncodingKey;
+use jwt_relay::verify::{MAX_LEEWAY, VerifierBuilder};
 use jwt_relay::{
-    Algorithm, AuthContext, Error, ErrorClass, ErrorKind, Headers, Issuer, Key, KeySet, MAX_LEEWAY, Verifier,
-    VerifierBuilder,
+    Algorithm, AuthContext, Error, ErrorClass, ErrorKind, Headers, Issuer, Key, KeySet, Verifier,
 };
 use serde_json::{Value, json};
 
@@ -136,7 +136,7 @@ fn rsa_a_private() -> EncodingKey {
 /// Signs the exact `signing_input` given (already base64url, possibly
 /// non-canonically): the token's signature is valid over its literal bytes.
 fn sign_input(key: &EncodingKey, alg: Algorithm, signing_input: &str) -> String {
-    jwt_relay::crypto_provider();
+    jwt_relay::verify::crypto_provider();
     let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, alg).expect("signs");
     format!("{signing_input}.{sig}")
 }

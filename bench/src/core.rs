@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jwt_relay::consume::{MessageInfo, Outcome};
+use jwt_relay::exchange::ExchangeCache;
 use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
-use jwt_relay::{
-    Acceptance, Algorithm, ErrorKind, Exchange, ExchangeCache, Guard, Headers, Issuer, MessageInfo, Outcome,
-    RemoteOptions, Verifier, now_unix,
-};
+use jwt_relay::verify::{RemoteOptions, now_unix};
+use jwt_relay::{Acceptance, Algorithm, ErrorKind, Exchange, Guard, Headers, Issuer, Verifier};
 use serde_json::{Value, json};
 
 use crate::measure::quantile;

@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 use jwt_relay::{AuthContext, Guard, Propagator};
 use jwt_relay_nats::async_nats::jetstream::{self, consumer::pull, stream};
 use jwt_relay_nats::async_nats::{self, Client, HeaderMap};
-use jwt_relay_nats::{JetStreamConsumer, JetStreamPublisher, Publisher, Consumer};
+use jwt_relay_nats::{Consumer, JetStreamConsumer, JetStreamPublisher, Publisher};
 use tokio::sync::Notify;
 
 use crate::measure::{Progress, payload, rate};

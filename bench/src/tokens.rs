@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header};
 use jwt_relay::testing::PrivateKey;
-use jwt_relay::{Algorithm, AuthContext, Issuer, Key, KeySet, Verifier, now_unix};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Algorithm, AuthContext, Issuer, Key, KeySet, Verifier};
 use serde_json::json;
 
 use crate::Failure;

@@ -5,10 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jwt_relay::{
-    Algorithm, ClientAuth, Exchange, ExchangeCache, Grace, Guard, Issuer, KeySet, RemoteOptions,
-    Rfc8693Client, Verifier, dangerous,
-};
+use jwt_relay::exchange::{ClientAuth, ExchangeCache};
+use jwt_relay::verify::RemoteOptions;
+use jwt_relay::{Algorithm, Exchange, Grace, Guard, Issuer, KeySet, Rfc8693Client, Verifier, dangerous};
 
 use crate::{Failure, duration, jwks, parse_alg};
 

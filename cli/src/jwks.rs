@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use jwt_relay::{JwkOutcome, alg_name, check_jwks};
+use jwt_relay::verify::{JwkOutcome, alg_name, check_jwks};
 
 use crate::{Failure, print_line};
 

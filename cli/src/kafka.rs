@@ -191,7 +191,7 @@ fn consumed<'a>(event: &'a Event<'a>) -> Option<Consumed<'a>> {
         }
         _ => return None,
     };
-    let jwt_relay::Position::Offset { partition, offset } = event.position else {
+    let jwt_relay::consume::Position::Offset { partition, offset } = event.position else {
         return None;
     };
     Some(Consumed {

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jwt_relay::Algorithm;
 use jwt_relay::jsonwebtoken::{AlgorithmFamily, EncodingKey, Header};
 use jwt_relay::testing::PrivateKey;
-use jwt_relay::{Algorithm, alg_name, now_unix};
+use jwt_relay::verify::{alg_name, now_unix};
 use serde_json::{Map, Value};
 
 // `pub(crate)`: guard_args.rs reads `grace:<duration>` with it too.
@@ -47,7 +48,7 @@ pub(crate) struct Args {
 /// Signs the claims and prints the token.
 pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     // jsonwebtoken signs with its process-wide provider: jwt-relay's, once this returns.
-    jwt_relay::crypto_provider();
+    jwt_relay::verify::crypto_provider();
     let (key, alg, kid) = load_key(args)?;
     let now = now_unix();
     let exp = now

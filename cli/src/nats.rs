@@ -9,7 +9,7 @@ use jwt_relay_nats::async_nats::jetstream::{self, consumer::PullConsumer, consum
 use jwt_relay_nats::async_nats::service::ServiceExt as _;
 use jwt_relay_nats::async_nats::{self, HeaderMap, HeaderName, HeaderValue};
 use jwt_relay_nats::{
-    Received, Event, EventOutcome, JetStreamConsumer, NatsHeaders, NatsService, Consumer, ServiceError,
+    Consumer, Event, EventOutcome, JetStreamConsumer, NatsHeaders, NatsService, Received, ServiceError,
     ServiceRequest, bytes::Bytes,
 };
 use serde::Serialize;
@@ -246,7 +246,7 @@ fn consumed<'a>(event: &Event<'a>) -> Option<Consumed<'a>> {
     Some(Consumed {
         subject: event.subject,
         stream_seq: match event.position {
-            jwt_relay::Position::Sequence { sequence, .. } => Some(sequence),
+            jwt_relay::consume::Position::Sequence { sequence, .. } => Some(sequence),
             _ => None,
         },
         outcome,

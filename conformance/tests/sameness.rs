@@ -20,11 +20,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use jwt_relay::consume::{ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, REASON_CLASS, REASON_KIND, REASON_MESSAGE};
 use jwt_relay::testing::{DevSts, DevStsConfig, broker_available, hostile};
-use jwt_relay::{
-    Backoff, Event, EventOutcome, Guard, Headers, ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, REASON_CLASS,
-    REASON_KIND, REASON_MESSAGE,
-};
+use jwt_relay::{Backoff, Event, EventOutcome, Guard, Headers};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::sync::Notify;
 
@@ -488,7 +486,7 @@ mod nats {
     use futures_util::StreamExt as _;
     use jwt_relay_nats::async_nats::jetstream::{self, consumer::pull, stream::StorageType};
     use jwt_relay_nats::async_nats::{Client, HeaderMap};
-    use jwt_relay_nats::{JetStreamConsumer, Consumer, Topology};
+    use jwt_relay_nats::{Consumer, JetStreamConsumer, Topology};
 
     fn header_map(message: &Message) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -3,7 +3,8 @@
 
 #![no_main]
 
-use jwt_relay::{ErrorClass, Guard, Headers, MessageInfo, Outcome};
+use jwt_relay::{ErrorClass, Guard, Headers};
+use jwt_relay::consume::{MessageInfo, Outcome};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

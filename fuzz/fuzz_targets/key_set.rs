@@ -6,5 +6,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = jwt_relay::KeySet::from_jwks(data);
-    let _ = jwt_relay::check_jwks(data, true);
+    let _ = jwt_relay::verify::check_jwks(data, true);
 });

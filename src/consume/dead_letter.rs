@@ -78,7 +78,8 @@ pub const MAX_REASON_MESSAGE: usize = 512;
 /// every level.
 ///
 /// ```
-/// use jwt_relay::{Redaction, TokenHeader};
+/// use jwt_relay::TokenHeader;
+/// use jwt_relay::consume::Redaction;
 ///
 /// let redaction = Redaction::new(TokenHeader::raw("Txn-Token"));
 /// assert!(!redaction.keeps("txn-token"));

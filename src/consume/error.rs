@@ -11,7 +11,7 @@ use crate::failure::{BoxError, Failure};
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConsumeErrorKind {
-    /// The guard decided [`Outcome::Halt`](crate::Outcome::Halt): our
+    /// The guard decided [`Outcome::Halt`](crate::consume::Outcome::Halt): our
     /// verification setup is wrong. The message was left to the broker
     /// (returned to its queue, or `nak`ed); [`ConsumeError::halt_reason`]
     /// says what is wrong.
@@ -49,7 +49,7 @@ impl ConsumeError {
         self
     }
 
-    /// The guard's [`Outcome::Halt`](crate::Outcome::Halt), as a stop of
+    /// The guard's [`Outcome::Halt`](crate::consume::Outcome::Halt), as a stop of
     /// kind [`ConsumeErrorKind::Halted`] whose source is `reason`.
     pub fn halted(reason: crate::Error) -> Self {
         ConsumeError::new(ConsumeErrorKind::Halted, format!("the consumer halted: {reason}"))

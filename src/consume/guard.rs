@@ -254,7 +254,7 @@ impl GuardBuilder {
     }
 
     /// The headers, besides the token header, that no dead-lettered copy
-    /// carries, in any casing ([`CREDENTIAL_HEADERS`](crate::CREDENTIAL_HEADERS)
+    /// carries, in any casing ([`CREDENTIAL_HEADERS`](crate::consume::CREDENTIAL_HEADERS)
     /// by default: `Authorization`, `Proxy-Authorization`,
     /// `X-Forwarded-Authorization`, `Txn-Token`, `Cookie`). This replaces the
     /// list.

@@ -138,9 +138,9 @@ impl ExpiredToken {
 /// signature, issuer and audience verified. Closures work too:
 ///
 /// ```
-/// use jwt_relay::{ExpiredToken, Outcome};
+/// use jwt_relay::consume::{ExpiredToken, Outcome};
 /// let reject_all = |expired: ExpiredToken| async move { expired.reject() };
-/// # fn is_policy(_: impl jwt_relay::ExpiryPolicy) {}
+/// # fn is_policy(_: impl jwt_relay::consume::ExpiryPolicy) {}
 /// # is_policy(reject_all);
 /// ```
 pub trait ExpiryPolicy: Send + Sync + 'static {

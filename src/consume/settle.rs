@@ -111,14 +111,14 @@ pub struct Origin<'a> {
 
 impl DeadLetterCopy<'_> {
     /// The headers jwt-relay adds, printable ASCII, in this order: the reason
-    /// ([`reason_headers`](crate::reason_headers)), then the origin:
-    /// [`ORIGINAL_DESTINATION`](crate::ORIGINAL_DESTINATION),
-    /// [`ORIGINAL_SUBJECT`](crate::ORIGINAL_SUBJECT), the position
-    /// ([`ORIGINAL_PARTITION`](crate::ORIGINAL_PARTITION) and
-    /// [`ORIGINAL_OFFSET`](crate::ORIGINAL_OFFSET), or
-    /// [`ORIGINAL_STREAM`](crate::ORIGINAL_STREAM) and
-    /// [`ORIGINAL_SEQUENCE`](crate::ORIGINAL_SEQUENCE)) and
-    /// [`ORIGINAL_TIMESTAMP`](crate::ORIGINAL_TIMESTAMP). The redaction leaves out any of
+    /// ([`reason_headers`](crate::consume::reason_headers)), then the origin:
+    /// [`ORIGINAL_DESTINATION`](crate::consume::ORIGINAL_DESTINATION),
+    /// [`ORIGINAL_SUBJECT`](crate::consume::ORIGINAL_SUBJECT), the position
+    /// ([`ORIGINAL_PARTITION`](crate::consume::ORIGINAL_PARTITION) and
+    /// [`ORIGINAL_OFFSET`](crate::consume::ORIGINAL_OFFSET), or
+    /// [`ORIGINAL_STREAM`](crate::consume::ORIGINAL_STREAM) and
+    /// [`ORIGINAL_SEQUENCE`](crate::consume::ORIGINAL_SEQUENCE)) and
+    /// [`ORIGINAL_TIMESTAMP`](crate::consume::ORIGINAL_TIMESTAMP). The redaction leaves out any of
     /// them the original carried.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         crate::consume::dead_letter::copy_headers(self.reason, &self.origin, self.now)

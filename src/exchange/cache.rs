@@ -43,7 +43,8 @@ const MAX_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use jwt_relay::{ExchangeCache, Rfc8693Client, TokenExchanger};
+/// use jwt_relay::Rfc8693Client;
+/// use jwt_relay::exchange::{ExchangeCache, TokenExchanger};
 ///
 /// # fn main() -> Result<(), jwt_relay::Error> {
 /// let client = Rfc8693Client::builder("https://id.example.com/token").build()?;
@@ -275,7 +276,7 @@ mod tests {
     fn issued(token: impl Into<String>, expires_in: Option<u64>) -> IssuedToken {
         IssuedToken {
             access_token: token.into(),
-            issued_token_type: Some(crate::ACCESS_TOKEN_TYPE.to_owned()),
+            issued_token_type: Some(crate::exchange::ACCESS_TOKEN_TYPE.to_owned()),
             token_type: "Bearer".to_owned(),
             expires_in,
             scope: None,

@@ -38,7 +38,7 @@ const DEFAULT_MAX_RETRIES: u32 = 10;
 /// Token services differ: Keycloak refuses an expired subject token
 /// (`invalid_grant` → the message is dead-lettered), others accept one
 /// within a window. With a service that refuses, exchange *before* the
-/// token dies: set [`refresh_ahead`](crate::PropagatorBuilder::refresh_ahead)
+/// token dies: set [`refresh_ahead`](crate::publish::PropagatorBuilder::refresh_ahead)
 /// on the publishing side so messages leave with a token that outlives
 /// their wait.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// Exchanges through `exchanger`. Wrap it in an
-    /// [`ExchangeCache`](crate::ExchangeCache) so a burst of messages with
+    /// [`ExchangeCache`](crate::exchange::ExchangeCache) so a burst of messages with
     /// one token makes one call.
     pub fn new(exchanger: Arc<dyn TokenExchanger>) -> Self {
         Exchange {
@@ -97,7 +97,7 @@ impl Exchange {
     /// before the next one dead-letters it (10; with the default backoff,
     /// about 2.5 to 5 minutes of waiting, plus the client's own attempts).
     /// Counted from the message's deliveries (the `attempt` of its
-    /// [`MessageInfo`](crate::MessageInfo)).
+    /// [`MessageInfo`](crate::consume::MessageInfo)).
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
         self

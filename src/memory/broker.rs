@@ -88,7 +88,7 @@ impl MemoryBroker {
     }
 
     /// Appends a message to `topic` with exactly these headers, stamped
-    /// with the broker's clock ([`TimestampSource::Broker`](crate::TimestampSource)).
+    /// with the broker's clock ([`TimestampSource::Broker`](crate::consume::TimestampSource)).
     /// No token is written: publish from a service with a
     /// [`MemoryPublisher`](super::MemoryPublisher).
     pub fn publish(&self, topic: &str, headers: Headers, payload: impl Into<Vec<u8>>) -> MessageId {

@@ -1,7 +1,7 @@
 //! An in-process broker that runs the same [`Propagator`](crate::Propagator)
 //! and [`Guard`](crate::Guard) as the broker adapters: test handlers without
 //! a broker, run the demonstration anywhere, and read here what every
-//! adapter does with each [`Outcome`](crate::Outcome).
+//! adapter does with each [`Outcome`](crate::consume::Outcome).
 //!
 //! - [`MemoryBroker`]: named topics, created on first use. Its
 //!   [`publish`](MemoryBroker::publish) is raw (headers as given: forged or
@@ -32,7 +32,7 @@
 //! // The user's token, as the HTTP edge received and verified it.
 //! let claims = serde_json::json!({
 //!     "iss": "https://id.example.com", "aud": "orders", "sub": "alice",
-//!     "exp": jwt_relay::now_unix() + 300,
+//!     "exp": jwt_relay::verify::now_unix() + 300,
 //! });
 //! let signing_key = EncodingKey::from_secret(secret)?;
 //! let token = encode(&Header::new(Algorithm::HS256), &claims, &signing_key)?;

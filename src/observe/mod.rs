@@ -20,7 +20,7 @@
 //! they become known: `broker`, `destination`, `issuer`, `kid`,
 //! `token_age_s`, `policy` (what the expiry policy did), `outcome`,
 //! `error_kind`, `error_class`, and `subject` only when
-//! [`GuardBuilder::record_subject`](crate::GuardBuilder::record_subject) is
+//! [`GuardBuilder::record_subject`](crate::consume::GuardBuilder::record_subject) is
 //! on. Publishes run in `jwt_relay.publish` spans, key-set fetches in
 //! `jwt_relay.jwks_fetch` and token exchanges in `jwt_relay.exchange`.
 

@@ -43,7 +43,7 @@ pub trait WithIdentity: Future + Sized {
     /// (none, if there is none).
     ///
     /// ```
-    /// use jwt_relay::WithIdentity as _;
+    /// use jwt_relay::publish::WithIdentity as _;
     /// # async fn demo() {
     /// tokio::spawn(async { /* jwt_relay::current() is the caller's */ }.with_current_identity());
     /// # }

@@ -2,7 +2,7 @@
 //!
 //! A [`Propagator`] takes the token from an explicit context or from the ambient one (the
 //! identity a handler runs with: [`scope`], [`current`]), exchanges it where a destination
-//! needs another audience, and writes it through an [`Injector`](crate::Injector).
+//! needs another audience, and writes it through an [`Injector`](crate::carrier::Injector).
 //! A failure is a [`PublishError`].
 
 pub(crate) mod ambient;

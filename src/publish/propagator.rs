@@ -200,7 +200,7 @@ impl PropagatorBuilder {
 
     /// The exchanger used for per-destination audiences, refresh-ahead, and
     /// tokens accepted under grace. Wrap it in an
-    /// [`ExchangeCache`](crate::ExchangeCache). Needs a
+    /// [`ExchangeCache`](crate::exchange::ExchangeCache). Needs a
     /// [`verifier`](Self::verifier).
     pub fn exchanger(mut self, exchanger: Arc<dyn TokenExchanger>) -> Self {
         self.exchanger = Some(exchanger);

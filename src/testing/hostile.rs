@@ -111,7 +111,7 @@ pub fn hostile(sts: &DevSts, audience: &str) -> Vec<Hostile> {
         let header = json!({"alg": "HS256", "typ": "JWT", "kid": kid});
         let input = format!("{}.{}", b64_json(&header), b64_json(&claims));
         let public = signer.jwks()["keys"][0].to_string();
-        crate::crypto_provider();
+        crate::verify::crypto_provider();
         let signature = jsonwebtoken::EncodingKey::from_secret(public.as_bytes())
             .and_then(|key| {
                 jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)

@@ -363,7 +363,7 @@ mod tests {
 
     /// Signs with the private key and verifies with its public JWK.
     fn signs_and_verifies(key: &PrivateKey, alg: Algorithm) {
-        crate::crypto_provider();
+        crate::verify::crypto_provider();
         let public: jsonwebtoken::jwk::Jwk =
             serde_json::from_value(key.public_jwk("k", alg).expect("public JWK")).expect("a JWK");
         let token = jsonwebtoken::encode(

@@ -109,7 +109,7 @@ impl Signer {
     /// The base64url signature of a JWS signing input (`header.payload`), for hostile tokens
     /// whose header or payload no encoder would write.
     pub(super) fn sign_input(&self, input: &str) -> Result<String> {
-        crate::crypto_provider();
+        crate::verify::crypto_provider();
         jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg).map_err(|e| {
             Error::new(
                 ErrorKind::Configuration,
@@ -124,7 +124,7 @@ impl Signer {
         let mut header = Header::new(self.alg);
         header.typ = Some("JWT".to_owned());
         header.kid = Some(self.kid.clone());
-        crate::crypto_provider();
+        crate::verify::crypto_provider();
         jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| {
             Error::new(
                 ErrorKind::Configuration,

@@ -78,7 +78,7 @@ impl Issuer {
     ///
     /// The URL must be `https`, or `http` to a loopback host (`127.0.0.0/8`,
     /// `::1`, `localhost`); any other `http` URL fails
-    /// [`VerifierBuilder::build`](crate::VerifierBuilder::build) with
+    /// [`VerifierBuilder::build`](crate::verify::VerifierBuilder::build) with
     /// [`ErrorKind::Configuration`] unless allowed with
     /// [`dangerous::allow_plain_http`].
     pub fn jwks_url(self, url: impl Into<String>) -> Self {

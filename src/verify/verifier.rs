@@ -147,7 +147,7 @@ impl Verifier {
     /// turn, unless the verified-token cache holds it already; `true` if it started.
     ///
     /// For consumers that read messages before they handle them, through
-    /// [`ReadAhead`](crate::ReadAhead) (which calls this less often while it finds the tokens
+    /// [`ReadAhead`](crate::verify::ReadAhead) (which calls this less often while it finds the tokens
     /// cached): while one message is handled, the signatures of those waiting are checked on
     /// the runtime's other threads. The check in turn ([`verify_headers`](Self::verify_headers),
     /// or a [`Guard`](crate::Guard)'s) finds the token cached, or waits for that verification

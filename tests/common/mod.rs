@@ -165,7 +165,7 @@ impl Signer {
     /// hostile JSON (such as duplicate keys) that still carries a valid signature.
     pub fn sign_raw(&self, header_json: &[u8], payload_json: &[u8]) -> String {
         let signing_input = format!("{}.{}", b64url(header_json), b64url(payload_json));
-        jwt_relay::crypto_provider();
+        jwt_relay::verify::crypto_provider();
         let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.key, self.alg)
             .expect("signing with fixture key");
         format!("{signing_input}.{sig}")

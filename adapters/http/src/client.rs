@@ -13,7 +13,7 @@ use crate::headers::HttpHeadersMut;
 /// default) of every request from the current identity ([`jwt_relay::current`], set by
 /// [`BearerLayer`](crate::BearerLayer) and by every broker consumer around its handler),
 /// through the core [`Propagator`]: forwarded as-is, or exchanged for the target's audience
-/// ([`PropagatorBuilder::audience_for`](jwt_relay::PropagatorBuilder::audience_for), keyed by
+/// ([`PropagatorBuilder::audience_for`](jwt_relay::publish::PropagatorBuilder::audience_for), keyed by
 /// the request's [`destination`]). With no current identity the request goes without the header
 /// (never an empty or placeholder value); a header the caller set is left alone then.
 ///

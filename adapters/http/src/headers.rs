@@ -4,7 +4,7 @@ use std::fmt;
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue as HttpValue};
-use jwt_relay::{Extractor, HeaderValue, InjectError, Injector};
+use jwt_relay::carrier::{Extractor, HeaderValue, InjectError, Injector};
 
 /// Reads a request's headers: every value of a name (HTTP names are case-insensitive), as bytes.
 pub(crate) struct HttpHeaders<'a>(pub(crate) &'a HeaderMap);

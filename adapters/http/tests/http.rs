@@ -10,8 +10,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::get;
+use jwt_relay::exchange::{ClientAuth, ExchangeCache};
 use jwt_relay::testing::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DevSts, DevStsConfig};
-use jwt_relay::{ClientAuth, ExchangeCache, Issuer, Propagator, Rfc8693Client, Verifier, now_unix};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Issuer, Propagator, Rfc8693Client, Verifier};
 use jwt_relay_http::{BearerLayer, PropagateIdentity};
 use serde_json::{Value, json};
 

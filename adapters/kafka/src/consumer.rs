@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use jwt_relay::{Backoff, ConsumeError, ConsumeErrorKind, Guard, ReadAhead, RunReport, Stats};
+use jwt_relay::consume::{ConsumeErrorKind, Stats};
+use jwt_relay::verify::ReadAhead;
+use jwt_relay::{Backoff, ConsumeError, Guard, RunReport};
 use rdkafka::ClientConfig;
 use rdkafka::client::{DefaultClientContext, OAuthToken};
 use rdkafka::config::RDKafkaLogLevel;

@@ -78,10 +78,11 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
+    use jwt_relay::ErrorKind;
     use jwt_relay::consume::Origin;
-    use jwt_relay::{
-        ErrorKind, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position,
-        PublishTime, REASON_CLASS, REASON_KIND, Redaction,
+    use jwt_relay::consume::{
+        ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position, PublishTime,
+        REASON_CLASS, REASON_KIND, Redaction,
     };
     use rdkafka::Timestamp;
 

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use jwt_relay::{Extractor, HeaderValue, InjectError, Injector};
+use jwt_relay::carrier::{Extractor, HeaderValue, InjectError, Injector};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 /// Reads a record's headers: an [`Extractor`] over anything implementing rdkafka's [`Headers`]
@@ -21,7 +21,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 /// [the Kafka header rules](crate#the-kafka-header-rules).
 ///
 /// ```
-/// use jwt_relay::Extractor as _;
+/// use jwt_relay::carrier::Extractor as _;
 /// use jwt_relay_kafka::KafkaHeaders;
 /// use jwt_relay_kafka::rdkafka::message::{Header, OwnedHeaders};
 ///

@@ -68,10 +68,11 @@ mod topics;
 pub use consumer::{Consumer, ConsumerBuilder, Result};
 pub use dead_letter::DeadLetter;
 pub use headers::KafkaHeaders;
-pub use jwt_relay::{
-    ConsumeError as Error, ConsumeErrorKind as ErrorKind, Event, EventOutcome, ORIGINAL_DESTINATION,
-    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position, RunReport, Stats,
+pub use jwt_relay::consume::{
+    ConsumeErrorKind as ErrorKind, ORIGINAL_DESTINATION, ORIGINAL_OFFSET, ORIGINAL_PARTITION,
+    ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position, Stats,
 };
+pub use jwt_relay::{ConsumeError as Error, Event, EventOutcome, RunReport};
 pub use publisher::Publisher;
 /// The rdkafka version this crate is built on.
 pub use rdkafka;

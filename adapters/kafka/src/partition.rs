@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use std::convert::Infallible;
 
+use jwt_relay::ErrorKind;
 use jwt_relay::consume::{self, CopyFailed, DeadLetterCopy, Retried, Settle};
-use jwt_relay::{ErrorKind, Position, PublishTime};
+use jwt_relay::consume::{Position, PublishTime};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Headers as _;
@@ -485,7 +486,7 @@ fn publish_time(timestamp: Timestamp) -> Option<PublishTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jwt_relay::TimestampSource;
+    use jwt_relay::consume::TimestampSource;
 
     #[test]
     fn the_timestamp_type_says_who_set_the_publish_time() {

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use jwt_relay::{AuthContext, Propagator, PublishError, PublishErrorKind};
+use jwt_relay::publish::PublishErrorKind;
+use jwt_relay::{AuthContext, Propagator, PublishError};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
@@ -23,7 +24,7 @@ const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 ///   ambient one ([`jwt_relay::current`], set around every handler a [`Consumer`](crate::Consumer)
 ///   runs), else [`PublishErrorKind::NoIdentity`] (or no header, if the propagator allows
 ///   anonymous messages); forwarded as-is, exchanged for the topic's audience
-///   ([`PropagatorBuilder::audience_for`](jwt_relay::PropagatorBuilder::audience_for)), or
+///   ([`PropagatorBuilder::audience_for`](jwt_relay::publish::PropagatorBuilder::audience_for)), or
 ///   refreshed ahead of its expiry;
 /// - writes it once, after every header the caller set (see
 ///   [the Kafka header rules](crate#the-kafka-header-rules));

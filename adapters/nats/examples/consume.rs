@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull;
 use jwt_relay::{Algorithm, Grace, Guard, Issuer, Key, Verifier};
-use jwt_relay_nats::{Received, EventOutcome, JetStreamConsumer, Topology, async_nats};
+use jwt_relay_nats::{EventOutcome, JetStreamConsumer, Received, Topology, async_nats};
 
 /// The development issuer and key the three examples share.
 const ISSUER: &str = "https://id.example.com";

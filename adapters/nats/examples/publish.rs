@@ -7,7 +7,8 @@
 //! ```
 
 use jwt_relay::jsonwebtoken::{EncodingKey, Header, encode};
-use jwt_relay::{Algorithm, Issuer, Key, Propagator, Verifier, now_unix, scope};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Algorithm, Issuer, Key, Propagator, Verifier, scope};
 use jwt_relay_nats::{JetStreamPublisher, Topology, async_nats};
 
 /// The development issuer and key the three examples share.

@@ -8,8 +8,9 @@
 
 use async_nats::service::ServiceExt as _;
 use jwt_relay::jsonwebtoken::{EncodingKey, Header, encode};
-use jwt_relay::{Algorithm, Guard, Issuer, Key, Propagator, Verifier, now_unix};
-use jwt_relay_nats::{Publisher, NatsService, ServiceError, ServiceRequest, async_nats, bytes::Bytes};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Algorithm, Guard, Issuer, Key, Propagator, Verifier};
+use jwt_relay_nats::{NatsService, Publisher, ServiceError, ServiceRequest, async_nats, bytes::Bytes};
 
 /// The development issuer and key the three examples share.
 const ISSUER: &str = "https://id.example.com";

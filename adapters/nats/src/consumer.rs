@@ -11,7 +11,8 @@ use async_nats::{Client, Message};
 use jwt_relay::consume::{
     CopyFailed, DeadLetterCopy, Engine, Event, Incoming, Reporter, Retried, Settle, Step, Tries,
 };
-use jwt_relay::{Backoff, Guard, Position, RunReport, Stats};
+use jwt_relay::consume::{Position, Stats};
+use jwt_relay::{Backoff, Guard, RunReport};
 
 use crate::dead_letter::{DeadLetter, copy_headers};
 use crate::error::{Error, ErrorKind as NatsErrorKind, Result};
@@ -109,7 +110,7 @@ impl Consumer {
 
     /// How many messages are handled at once (1: in order). While that many
     /// are, as many more (at least 16) are read ahead and their tokens verified
-    /// on the runtime's other threads ([`ReadAhead`](jwt_relay::ReadAhead));
+    /// on the runtime's other threads ([`ReadAhead`](jwt_relay::verify::ReadAhead));
     /// each is still decided in its turn.
     pub fn concurrency(mut self, messages: usize) -> Self {
         self.concurrency = messages.max(1);

@@ -86,10 +86,11 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
+    use jwt_relay::ErrorKind;
     use jwt_relay::consume::Origin;
-    use jwt_relay::{
-        ErrorKind, ORIGINAL_DESTINATION, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, Position,
-        REASON_CLASS, REASON_KIND, REASON_MESSAGE, Redaction,
+    use jwt_relay::consume::{
+        ORIGINAL_DESTINATION, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, Position, REASON_CLASS,
+        REASON_KIND, REASON_MESSAGE, Redaction,
     };
 
     #[test]

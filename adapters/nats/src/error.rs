@@ -9,8 +9,8 @@
 /// [`ErrorKind::Configuration`]: the topology asked for is not possible.
 pub type Error = jwt_relay::ConsumeError;
 
-/// What went wrong: [`jwt_relay::ConsumeErrorKind`].
-pub type ErrorKind = jwt_relay::ConsumeErrorKind;
+/// What went wrong: [`jwt_relay::consume::ConsumeErrorKind`].
+pub type ErrorKind = jwt_relay::consume::ConsumeErrorKind;
 
 /// A `Result` whose error is a jwt-relay-nats [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

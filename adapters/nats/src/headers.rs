@@ -22,13 +22,14 @@ use std::fmt;
 use std::str::FromStr as _;
 
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
-use jwt_relay::{Extractor, InjectError, Injector};
+use jwt_relay::carrier::{Extractor, InjectError, Injector};
 
 /// A mutable NATS header map as a jwt-relay carrier: the token is written
 /// into it on publish, and read from it on consume.
 ///
 /// ```
-/// use jwt_relay::{Injector as _, TokenHeader};
+/// use jwt_relay::TokenHeader;
+/// use jwt_relay::carrier::Injector as _;
 /// use jwt_relay_nats::NatsHeaders;
 ///
 /// let mut headers = async_nats::HeaderMap::new();
@@ -36,7 +37,7 @@ use jwt_relay::{Extractor, InjectError, Injector};
 /// TokenHeader::default().inject(&mut NatsHeaders(&mut headers), "a.b.c")?;
 /// assert!(headers.get("authorization").is_none());
 /// assert_eq!(headers.get("Authorization").map(|v| v.as_str()), Some("Bearer a.b.c"));
-/// # Ok::<(), jwt_relay::InjectError>(())
+/// # Ok::<(), jwt_relay::carrier::InjectError>(())
 /// ```
 pub struct NatsHeaders<'a>(pub &'a mut HeaderMap);
 
@@ -73,13 +74,13 @@ impl Injector for NatsHeaders<'_> {
 }
 
 impl Extractor for NatsHeaders<'_> {
-    fn get_all(&self, name: &str) -> Vec<jwt_relay::HeaderValue<'_>> {
+    fn get_all(&self, name: &str) -> Vec<jwt_relay::carrier::HeaderValue<'_>> {
         values_any_casing(Some(self.0), name)
     }
 }
 
 impl Extractor for NatsHeadersRef<'_> {
-    fn get_all(&self, name: &str) -> Vec<jwt_relay::HeaderValue<'_>> {
+    fn get_all(&self, name: &str) -> Vec<jwt_relay::carrier::HeaderValue<'_>> {
         values_any_casing(self.0, name)
     }
 }
@@ -144,10 +145,10 @@ fn is_printable_ascii(value: &str) -> bool {
     })
 }
 
-fn values_any_casing<'a>(map: Option<&'a HeaderMap>, name: &str) -> Vec<jwt_relay::HeaderValue<'a>> {
+fn values_any_casing<'a>(map: Option<&'a HeaderMap>, name: &str) -> Vec<jwt_relay::carrier::HeaderValue<'a>> {
     pairs(map)
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| jwt_relay::HeaderValue::Bytes(v))
+        .map(|(_, v)| jwt_relay::carrier::HeaderValue::Bytes(v))
         .collect()
 }
 

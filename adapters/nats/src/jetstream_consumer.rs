@@ -13,7 +13,9 @@ use async_nats::jetstream::{self, AckKind};
 use jwt_relay::consume::{
     CopyFailed, DeadLetterCopy, Engine, Event, Incoming, Reporter, Retried, Settle, Step, Tries,
 };
-use jwt_relay::{Backoff, Guard, Position, PublishErrorKind, PublishTime, RunReport, Stats};
+use jwt_relay::consume::{Position, PublishTime, Stats};
+use jwt_relay::publish::PublishErrorKind;
+use jwt_relay::{Backoff, Guard, RunReport};
 use tokio::time::Instant;
 
 use crate::acks::{Acks, settled};
@@ -144,7 +146,7 @@ impl JetStreamConsumer {
     /// How many messages are handled at once (1: in order). While that many
     /// are, as many more (at least 16, as far as the [batch](Self::batch)
     /// allows) are read ahead and their tokens verified on the runtime's
-    /// other threads ([`ReadAhead`](jwt_relay::ReadAhead));
+    /// other threads ([`ReadAhead`](jwt_relay::verify::ReadAhead));
     /// each is still decided in its turn. A message read ahead waits
     /// unacknowledged, as those the client buffers do: with slow handlers,
     /// keep the consumer's `ack_wait` above the time the messages handled and

@@ -5,7 +5,8 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind as JsPublishErrorKind;
 use async_nats::jetstream::{self, publish::PublishAck};
 use bytes::Bytes;
-use jwt_relay::{AuthContext, Propagator, PublishError, PublishErrorKind};
+use jwt_relay::publish::PublishErrorKind;
+use jwt_relay::{AuthContext, Propagator, PublishError};
 
 use crate::publisher::with_token;
 

@@ -104,7 +104,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use headers::{NatsHeaders, NatsHeadersRef};
 pub use jetstream_consumer::JetStreamConsumer;
 pub use jetstream_publisher::JetStreamPublisher;
-pub use jwt_relay::{Event, EventOutcome, Position, RunReport, Stats};
+pub use jwt_relay::consume::{Position, Stats};
+pub use jwt_relay::{Event, EventOutcome, RunReport};
 pub use publisher::Publisher;
 pub use received::Received;
 pub use service::{NatsService, ServiceRequest};
@@ -112,7 +113,7 @@ pub use service_error::ServiceError;
 pub use topology::{Declared, Topology};
 
 // The headers saying where a dead-lettered copy came from: the core names them for every adapter.
-pub use jwt_relay::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT};
+pub use jwt_relay::consume::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT};
 
 /// Re-exported so users build clients, headers and consumers with the same version.
 pub use async_nats;

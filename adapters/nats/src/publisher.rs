@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_nats::client::RequestErrorKind;
 use async_nats::{Client, HeaderMap, Message};
 use bytes::Bytes;
-use jwt_relay::{AuthContext, Propagator, PublishError, PublishErrorKind};
+use jwt_relay::publish::PublishErrorKind;
+use jwt_relay::{AuthContext, Propagator, PublishError};
 
 use crate::headers::{NatsHeaders, remove_any_casing};
 

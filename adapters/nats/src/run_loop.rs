@@ -13,7 +13,9 @@ use futures_util::stream::{FuturesUnordered, Stream, StreamExt as _};
 use tokio::sync::watch;
 
 use async_nats::Message;
-use jwt_relay::{Guard, ReadAhead, Stats};
+use jwt_relay::Guard;
+use jwt_relay::consume::Stats;
+use jwt_relay::verify::ReadAhead;
 
 use crate::acks::Acks;
 use crate::error::Error;

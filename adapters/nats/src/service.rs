@@ -15,7 +15,8 @@ use bytes::Bytes;
 use jwt_relay::consume::{
     CopyFailed, DeadLetterCopy, Engine, Event, Incoming, Reporter, Retried, Settle, Step, Tries,
 };
-use jwt_relay::{AuthContext, ErrorKind, Guard, Position, RunReport, Stats};
+use jwt_relay::consume::{Position, Stats};
+use jwt_relay::{AuthContext, ErrorKind, Guard, RunReport};
 
 use crate::error::{Error, Result};
 use crate::headers::{NatsHeadersRef, pairs};

@@ -62,8 +62,8 @@ impl Topology {
     }
 
     /// One dead-letter subject for every subject (give the consumer the
-    /// same one, with
-    /// [`JetStreamConsumer::dead_letter_subject`](crate::JetStreamConsumer::dead_letter_subject)).
+    /// same one, with [`DeadLetter::subject`](crate::DeadLetter::subject) in
+    /// [`JetStreamConsumer::dead_letter`](crate::JetStreamConsumer::dead_letter)).
     pub fn dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
         self.dead_letter_subject = Some(subject.into());
         self

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::service::ServiceExt as _;
 use futures_util::StreamExt as _;
-use jwt_relay::{ErrorKind, Propagator, REASON_CLASS, REASON_KIND, scope};
+use jwt_relay::consume::{REASON_CLASS, REASON_KIND};
+use jwt_relay::{ErrorKind, Propagator, scope};
 use jwt_relay_nats::{
-    Received, EventOutcome, Publisher, NatsService, Consumer, ORIGINAL_SUBJECT, ServiceError,
-    ServiceRequest, async_nats, bytes::Bytes,
+    Consumer, EventOutcome, NatsService, ORIGINAL_SUBJECT, Publisher, Received, ServiceError, ServiceRequest,
+    async_nats, bytes::Bytes,
 };
 use support::{forged, guard, headers, shutdown, token, unique, user, wait_until};
 
@@ -62,7 +63,7 @@ async fn round_trip_the_handler_sees_the_verified_subject() {
     let nobody = publisher.publish(&subject, Default::default(), "x", None).await;
     assert_eq!(
         nobody.expect_err("no identity").kind(),
-        jwt_relay::PublishErrorKind::NoIdentity
+        jwt_relay::publish::PublishErrorKind::NoIdentity
     );
 
     assert!(
@@ -333,11 +334,7 @@ async fn micro_service_refuses_bad_tokens_at_once_and_answers_good_ones() {
             .await
     });
 
-    check_requests(
-        &Publisher::new(client.clone(), Propagator::default()),
-        &subject,
-    )
-    .await;
+    check_requests(&Publisher::new(client.clone(), Propagator::default()), &subject).await;
     stop.send(()).ok();
     run.await.unwrap().expect("serving ends cleanly");
     let report = stats.snapshot();
@@ -361,11 +358,7 @@ async fn plain_subscription_service_refuses_bad_tokens_at_once() {
             .await
     });
 
-    check_requests(
-        &Publisher::new(client.clone(), Propagator::default()),
-        &subject,
-    )
-    .await;
+    check_requests(&Publisher::new(client.clone(), Propagator::default()), &subject).await;
     let expired = client
         .request_with_headers(
             subject.clone(),

@@ -8,7 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use jwt_relay::{Acceptance, ErrorKind, Grace, Guard, REASON_KIND};
+use jwt_relay::consume::REASON_KIND;
+use jwt_relay::{Acceptance, ErrorKind, Grace, Guard};
 use jwt_relay_nats::JetStreamConsumer;
 use support::js::{Seen, Setup, recorder};
 use support::{backoff, header, headers, pull_consumer, shutdown, stored, token, verifier, wait_until};

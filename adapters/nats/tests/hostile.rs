@@ -13,8 +13,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use jwt_relay::Guard;
+use jwt_relay::consume::REASON_KIND;
 use jwt_relay::testing::{DevSts, DevStsConfig, hostile};
-use jwt_relay::{Guard, REASON_KIND};
 use jwt_relay_nats::JetStreamConsumer;
 use jwt_relay_nats::async_nats::HeaderMap;
 use support::js::{Seen, Setup, recorder};

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use jwt_relay::{
-    Acceptance, ErrorKind, Propagator, PublishErrorKind, REASON_CLASS, REASON_KIND, REASON_MESSAGE, scope,
-};
+use jwt_relay::consume::{REASON_CLASS, REASON_KIND, REASON_MESSAGE};
+use jwt_relay::publish::PublishErrorKind;
+use jwt_relay::{Acceptance, ErrorKind, Propagator, scope};
 use jwt_relay_nats::{
-    Received, JetStreamConsumer, JetStreamPublisher, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
+    JetStreamConsumer, JetStreamPublisher, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT, Received,
     async_nats,
 };
 use support::js::{Seen, Setup, recorder};

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::{Error, ErrorKind, ExpiredToken, Guard, Outcome, Propagator};
-use jwt_relay_nats::{Received, ErrorKind as NatsErrorKind, JetStreamConsumer, JetStreamPublisher};
+use jwt_relay::consume::{ExpiredToken, Outcome};
+use jwt_relay::{Error, ErrorKind, Guard, Propagator};
+use jwt_relay_nats::{ErrorKind as NatsErrorKind, JetStreamConsumer, JetStreamPublisher, Received};
 use support::js::{Setup, recorder};
 use support::{guard, headers, pull_consumer, shutdown, stored, token, user, verifier, wait_until};
 

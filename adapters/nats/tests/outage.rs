@@ -16,8 +16,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream::StorageType};
 use axum::http::StatusCode;
 use jwks_server::{JwksServer, Mode};
-use jwt_relay::{Guard, Issuer, Propagator, RemoteOptions, Verifier};
-use jwt_relay_nats::{Received, EventOutcome, JetStreamConsumer, JetStreamPublisher, Topology, async_nats};
+use jwt_relay::verify::RemoteOptions;
+use jwt_relay::{Guard, Issuer, Propagator, Verifier};
+use jwt_relay_nats::{EventOutcome, JetStreamConsumer, JetStreamPublisher, Received, Topology, async_nats};
 use support::{
     AUD, ISS, backoff, common, headers, pull_consumer, shutdown, stored, unique, user, wait_until,
 };

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::StorageType};
 use jwt_relay::Propagator;
-use jwt_relay_nats::{Received, JetStreamConsumer, JetStreamPublisher, Topology, async_nats};
+use jwt_relay_nats::{JetStreamConsumer, JetStreamPublisher, Received, Topology, async_nats};
 use support::{guard, headers, pull_consumer, shutdown, stored, user, wait_until};
 use tokio::process::{Child, Command};
 

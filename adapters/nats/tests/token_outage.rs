@@ -10,8 +10,9 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use jwt_relay::Acceptance;
 use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
-use jwt_relay::{Acceptance, now_unix};
+use jwt_relay::verify::now_unix;
 use jwt_relay_nats::JetStreamConsumer;
 use jwt_relay_nats::async_nats::HeaderMap;
 use serde_json::json;

@@ -9,7 +9,8 @@
 //! token is minted here with a development secret; in a service it arrives with the request.
 
 use jwt_relay::jsonwebtoken::{EncodingKey, Header, encode};
-use jwt_relay::{Algorithm, Issuer, Key, Propagator, PublishError, Verifier, now_unix};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Algorithm, Issuer, Key, Propagator, PublishError, Verifier};
 use jwt_relay_rabbitmq::lapin::{BasicProperties, Connection, ConnectionProperties};
 use jwt_relay_rabbitmq::{Publisher, Topology};
 

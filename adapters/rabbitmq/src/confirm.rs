@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use jwt_relay::{PublishError, PublishErrorKind};
+use jwt_relay::PublishError;
+use jwt_relay::publish::PublishErrorKind;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation};

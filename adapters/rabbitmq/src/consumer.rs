@@ -246,7 +246,7 @@ impl<C: Connect> ConsumerBuilder<C> {
 
     /// Keeps the token header in dead-lettered copies. Off by default: a dead-letter queue is
     /// read by operators and tools, and should not hold usable tokens. Other credential headers
-    /// ([`GuardBuilder::credential_headers`](jwt_relay::GuardBuilder::credential_headers)) are
+    /// ([`GuardBuilder::credential_headers`](jwt_relay::consume::GuardBuilder::credential_headers)) are
     /// removed all the same.
     pub fn keep_token_in_dead_letters(mut self) -> Self {
         self.config.engine = self.config.engine.keep_token(true);

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use jwt_relay::Redaction;
 use jwt_relay::consume::DeadLetterCopy;
+use jwt_relay::consume::Redaction;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
@@ -128,11 +128,12 @@ mod tests {
 
     use std::time::SystemTime;
 
-    use jwt_relay::consume::{Origin, Position};
-    use jwt_relay::{
-        ErrorKind, ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, PublishTime, REASON_CLASS,
-        REASON_KIND, REASON_MESSAGE, REASON_TIME,
+    use jwt_relay::ErrorKind;
+    use jwt_relay::consume::{
+        ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, PublishTime, REASON_CLASS, REASON_KIND,
+        REASON_MESSAGE, REASON_TIME,
     };
+    use jwt_relay::consume::{Origin, Position};
 
     use super::*;
     use crate::headers::read_count;

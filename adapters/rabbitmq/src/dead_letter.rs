@@ -4,7 +4,7 @@
 /// failure, or a handler out of attempts), and those the broker dead-lettered itself (moved from
 /// the [holding queue](crate::ConsumerBuilder::held_queue)): a copy published by the consumer,
 /// with the payload, the properties, the other headers and the reason headers
-/// ([`jwt_relay::REASON_KIND`], …), **without the token header or any other credential header**
+/// ([`jwt_relay::consume::REASON_KIND`], …), **without the token header or any other credential header**
 /// (unless [`keep_token_in_dead_letters`](crate::ConsumerBuilder::keep_token_in_dead_letters),
 /// which keeps the token header alone). The original is acknowledged only after the broker
 /// confirmed the copy.

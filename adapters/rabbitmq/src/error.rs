@@ -7,8 +7,8 @@
 /// declaration conflicts.
 pub type Error = jwt_relay::ConsumeError;
 
-/// What went wrong: [`jwt_relay::ConsumeErrorKind`].
-pub type ErrorKind = jwt_relay::ConsumeErrorKind;
+/// What went wrong: [`jwt_relay::consume::ConsumeErrorKind`].
+pub type ErrorKind = jwt_relay::consume::ConsumeErrorKind;
 
 /// A `Result` whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use jwt_relay::{Extractor, HeaderValue, InjectError, Injector};
+use jwt_relay::carrier::{Extractor, HeaderValue, InjectError, Injector};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 /// Reads a message's AMQP headers: an [`Extractor`] over a borrowed [`FieldTable`].
@@ -42,7 +42,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 ///   only in ASCII case; a name longer than 255 bytes is an error, not a truncation.
 ///
 /// ```
-/// use jwt_relay::Extractor as _;
+/// use jwt_relay::carrier::Extractor as _;
 /// use jwt_relay_rabbitmq::AmqpHeaders;
 /// use jwt_relay_rabbitmq::lapin::types::{AMQPValue, FieldTable};
 ///
@@ -82,14 +82,14 @@ impl Extractor for AmqpHeaders<'_> {
 /// the rules on [`AmqpHeaders`].
 ///
 /// ```
-/// use jwt_relay::Injector as _;
+/// use jwt_relay::carrier::Injector as _;
 /// use jwt_relay_rabbitmq::AmqpHeadersMut;
 /// use jwt_relay_rabbitmq::lapin::types::{AMQPValue, FieldTable};
 ///
 /// let mut table = FieldTable::default();
 /// AmqpHeadersMut::new(&mut table).set("Authorization", "Bearer t")?;
 /// assert!(matches!(table.inner().get("Authorization"), Some(AMQPValue::LongString(_))));
-/// # Ok::<(), jwt_relay::InjectError>(())
+/// # Ok::<(), jwt_relay::carrier::InjectError>(())
 /// ```
 pub struct AmqpHeadersMut<'a>(&'a mut FieldTable);
 

@@ -103,10 +103,8 @@ pub use dead_letter::DeadLetter;
 pub use error::{Error, ErrorKind, Result};
 pub use headers::{AmqpHeaders, AmqpHeadersMut};
 // What a consumer reports, the same for every broker.
-pub use jwt_relay::{
-    Event, EventOutcome, ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position, RunReport,
-    Stats,
-};
+pub use jwt_relay::consume::{ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP, Position, Stats};
+pub use jwt_relay::{Event, EventOutcome, RunReport};
 pub use publisher::{Publisher, destination};
 pub use received::Received;
 pub use topology::{QueueKind, Topology};

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jwt_relay::{AuthContext, Propagator, PublishError, PublishErrorKind};
+use jwt_relay::publish::PublishErrorKind;
+use jwt_relay::{AuthContext, Propagator, PublishError};
 use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Channel};
 

@@ -6,8 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use jwt_relay::consume::PublishTime;
 use jwt_relay::consume::{CopyFailed, DeadLetterCopy, Incoming, Position, Retried, Settle, Step, Tries};
-use jwt_relay::{AuthContext, PublishError, PublishErrorKind, PublishTime};
+use jwt_relay::publish::PublishErrorKind;
+use jwt_relay::{AuthContext, PublishError};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel};

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use jwt_relay::{Guard, Propagator, REASON_KIND, REASON_MESSAGE, TokenHeader};
+use jwt_relay::consume::{REASON_KIND, REASON_MESSAGE};
+use jwt_relay::{Guard, Propagator, TokenHeader};
 use jwt_relay_kafka::rdkafka::admin::{AdminClient, AdminOptions};
 use jwt_relay_kafka::rdkafka::client::DefaultClientContext;
 use jwt_relay_kafka::rdkafka::consumer::{BaseConsumer, Consumer as _};

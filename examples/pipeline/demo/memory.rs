@@ -1,6 +1,6 @@
 //! The in-memory fallback the RabbitMQ and NATS hops share when no broker is named.
 
-use jwt_relay::memory::{Received, MemoryBroker, MemoryConsumer};
+use jwt_relay::memory::{MemoryBroker, MemoryConsumer, Received};
 use jwt_relay::{AuthContext, Guard, RunReport};
 
 use super::Failure;

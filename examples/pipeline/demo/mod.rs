@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use jwt_relay::exchange::{ClientAuth, ExchangeCache};
 use jwt_relay::memory::MemoryBroker;
 use jwt_relay::testing::{DevSts, DevStsConfig};
-use jwt_relay::{
-    Acceptance, AuthContext, ClientAuth, Exchange, ExchangeCache, Guard, Rfc8693Client, now_unix,
-};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Acceptance, AuthContext, Exchange, Guard, Rfc8693Client};
 use serde_json::{Value, json};
 
 pub(crate) type Failure = Box<dyn std::error::Error + Send + Sync>;

@@ -7,7 +7,7 @@ use jwt_relay::memory::{MemoryBroker, MemoryPublisher};
 use jwt_relay::{AuthContext, Guard, Propagator, RunReport};
 use jwt_relay_nats::async_nats::jetstream::{self, consumer::pull};
 use jwt_relay_nats::async_nats::{self, HeaderMap};
-use jwt_relay_nats::{Received, JetStreamConsumer, JetStreamPublisher, Topology};
+use jwt_relay_nats::{JetStreamConsumer, JetStreamPublisher, Received, Topology};
 
 use super::memory;
 use super::{Failure, endpoint, per_run};

@@ -62,7 +62,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```no_run
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use jwt_relay::{ClientAuth, Exchange, ExchangeCache, ExchangeRequest, Rfc8693Client, TokenExchanger};
+/// use jwt_relay::{Exchange, Rfc8693Client};
+/// use jwt_relay::exchange::{ClientAuth, ExchangeCache, ExchangeRequest, TokenExchanger};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), jwt_relay::Error> {
@@ -403,8 +404,8 @@ mod tests {
             .audience("ledger")
             .scope("read write")
             .resource("https://api.example.com/")
-            .requested_token_type(crate::JWT_TOKEN_TYPE)
-            .actor("actor-token-value", crate::JWT_TOKEN_TYPE);
+            .requested_token_type(crate::exchange::JWT_TOKEN_TYPE)
+            .actor("actor-token-value", crate::exchange::JWT_TOKEN_TYPE);
         let issued = client.exchange(&request).await.expect("exchange");
         assert_eq!(issued.access_token, "fresh.token.here");
         assert_eq!(issued.expires_in, Some(300));
@@ -426,13 +427,13 @@ mod tests {
         };
         assert_eq!(all("grant_type"), [GRANT_TYPE]);
         assert_eq!(all("subject_token"), ["subject-token-value"]);
-        assert_eq!(all("subject_token_type"), [crate::ACCESS_TOKEN_TYPE]);
+        assert_eq!(all("subject_token_type"), [crate::exchange::ACCESS_TOKEN_TYPE]);
         assert_eq!(all("actor_token"), ["actor-token-value"]);
-        assert_eq!(all("actor_token_type"), [crate::JWT_TOKEN_TYPE]);
+        assert_eq!(all("actor_token_type"), [crate::exchange::JWT_TOKEN_TYPE]);
         assert_eq!(all("audience"), ["billing", "ledger"]);
         assert_eq!(all("resource"), ["https://api.example.com/"]);
         assert_eq!(all("scope"), ["read write"]);
-        assert_eq!(all("requested_token_type"), [crate::JWT_TOKEN_TYPE]);
+        assert_eq!(all("requested_token_type"), [crate::exchange::JWT_TOKEN_TYPE]);
         assert!(all("client_secret").is_empty());
     }
 

@@ -77,7 +77,7 @@ impl Script {
 pub(super) fn ok() -> Answer {
     let body = json!({
         "access_token": "fresh.token.here",
-        "issued_token_type": crate::ACCESS_TOKEN_TYPE,
+        "issued_token_type": crate::exchange::ACCESS_TOKEN_TYPE,
         "token_type": "Bearer",
         "expires_in": 300,
     });

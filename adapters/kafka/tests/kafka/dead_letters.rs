@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use jwt_relay::{Propagator, REASON_CLASS};
+use jwt_relay::Propagator;
+use jwt_relay::consume::REASON_CLASS;
 use jwt_relay_kafka::rdkafka::message::{Header, Message as _, OwnedHeaders};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 use jwt_relay_kafka::{ORIGINAL_DESTINATION, ORIGINAL_OFFSET, ORIGINAL_SUBJECT, ORIGINAL_TIMESTAMP};

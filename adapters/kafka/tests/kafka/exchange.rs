@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::{Acceptance, Exchange, ExchangeCache, Guard, Propagator};
+use jwt_relay::exchange::ExchangeCache;
+use jwt_relay::{Acceptance, Exchange, Guard, Propagator};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 
 use crate::support::{Cluster, Idp, consumer, header, run_to_limit, unique};

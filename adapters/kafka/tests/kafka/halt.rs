@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use jwt_relay::{Error, ErrorKind, ExpiredToken, Guard, Outcome, Propagator};
+use jwt_relay::consume::{ExpiredToken, Outcome};
+use jwt_relay::{Error, ErrorKind, Guard, Propagator};
 use jwt_relay_kafka::ErrorKind as StopKind;
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::{Backoff, Propagator, REASON_KIND, REASON_MESSAGE};
+use jwt_relay::consume::{REASON_KIND, REASON_MESSAGE};
+use jwt_relay::{Backoff, Propagator};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 
 use crate::support::{Cluster, Idp, consumer, header, payload, run_to_limit, text, unique};

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jwt_relay::Propagator;
+use jwt_relay::consume::REASON_KIND;
 use jwt_relay::testing::hostile;
-use jwt_relay::{Propagator, REASON_KIND};
 use jwt_relay_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use jwt_relay_kafka::rdkafka::message::{Header, Message as _, OwnedHeaders};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;

@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use jwt_relay::{
-    Backoff, Error, ErrorKind, EventOutcome, ExpiredToken, Guard, Issuer, Outcome, Propagator, RemoteOptions,
-    Verifier,
-};
+use jwt_relay::consume::{ExpiredToken, Outcome};
+use jwt_relay::verify::RemoteOptions;
+use jwt_relay::{Backoff, Error, ErrorKind, EventOutcome, Guard, Issuer, Propagator, Verifier};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 
 use crate::common::{Signer, claims};

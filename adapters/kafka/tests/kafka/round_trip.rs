@@ -3,7 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::{Propagator, PublishErrorKind};
+use jwt_relay::Propagator;
+use jwt_relay::publish::PublishErrorKind;
 use jwt_relay_kafka::rdkafka::Timestamp;
 use jwt_relay_kafka::rdkafka::message::{Header, OwnedHeaders};
 use jwt_relay_kafka::rdkafka::producer::FutureRecord;

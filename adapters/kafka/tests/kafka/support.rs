@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use jwt_relay::testing::{DevSts, DevStsConfig};
-use jwt_relay::{AuthContext, Guard, Propagator, RunReport, Verifier, now_unix};
+use jwt_relay::verify::now_unix;
+use jwt_relay::{AuthContext, Guard, Propagator, RunReport, Verifier};
 use jwt_relay_kafka::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use jwt_relay_kafka::rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 use jwt_relay_kafka::rdkafka::mocking::MockCluster;
 use jwt_relay_kafka::rdkafka::producer::DefaultProducerContext;
 use jwt_relay_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use jwt_relay_kafka::{Consumer, ConsumerBuilder, Received, Publisher};
+use jwt_relay_kafka::{Consumer, ConsumerBuilder, Publisher, Received};
 use serde_json::json;
 
 /// The audience of every consumer under test.
@@ -232,7 +233,7 @@ pub async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> 
 pub fn reasons(records: &[OwnedMessage]) -> HashMap<String, usize> {
     let mut kinds = HashMap::new();
     for record in records {
-        let kind = header(record, jwt_relay::REASON_KIND).unwrap_or_default();
+        let kind = header(record, jwt_relay::consume::REASON_KIND).unwrap_or_default();
         *kinds.entry(kind).or_insert(0) += 1;
     }
     kinds

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use jwt_relay::{Guard, ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, REASON_CLASS, REASON_KIND, REASON_MESSAGE};
+use jwt_relay::Guard;
+use jwt_relay::consume::{ORIGINAL_DESTINATION, ORIGINAL_SUBJECT, REASON_CLASS, REASON_KIND, REASON_MESSAGE};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::lapin::options::{BasicGetOptions, BasicRejectOptions};
 use jwt_relay_rabbitmq::lapin::types::{AMQPValue, ShortString};

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::{Acceptance, Grace, Guard, REASON_KIND, now_unix};
+use jwt_relay::consume::REASON_KIND;
+use jwt_relay::verify::now_unix;
+use jwt_relay::{Acceptance, Grace, Guard};
 use jwt_relay_rabbitmq::Consumer;
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jwt_relay::{Backoff, Guard, REASON_KIND, REASON_MESSAGE};
+use jwt_relay::consume::{REASON_KIND, REASON_MESSAGE};
+use jwt_relay::{Backoff, Guard};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::{Consumer, FAILURES_HEADER};
 

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use jwt_relay::{Guard, REASON_KIND};
+use jwt_relay::Guard;
+use jwt_relay::consume::REASON_KIND;
 use jwt_relay_rabbitmq::Consumer;
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::lapin::options::BasicPublishOptions;

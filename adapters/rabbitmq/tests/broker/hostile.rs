@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jwt_relay::Guard;
+use jwt_relay::consume::REASON_KIND;
 use jwt_relay::testing::{DevSts, DevStsConfig, hostile};
-use jwt_relay::{Guard, REASON_KIND};
 use jwt_relay_rabbitmq::Consumer;
 use jwt_relay_rabbitmq::lapin::options::BasicPublishOptions;
 use jwt_relay_rabbitmq::lapin::types::{AMQPValue, LongString};

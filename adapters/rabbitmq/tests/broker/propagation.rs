@@ -36,7 +36,7 @@ async fn a_handler_publishing_to_another_queue_propagates_the_token() {
                 async move {
                     // No context passed: the handler's ambient identity is used. From a
                     // spawned task too, with `WithIdentity`.
-                    use jwt_relay::WithIdentity as _;
+                    use jwt_relay::publish::WithIdentity as _;
                     let payload = received.payload().to_vec();
                     tokio::spawn(
                         async move {

@@ -1,6 +1,6 @@
 //! What the publisher writes, and that every way a publish can fail is an error.
 
-use jwt_relay::PublishErrorKind;
+use jwt_relay::publish::PublishErrorKind;
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use jwt_relay_rabbitmq::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -70,7 +70,7 @@ async fn the_ambient_token_is_written_as_a_long_string_and_everything_else_is_ke
         Some(1_600_000_000),
         "the caller's is kept"
     );
-    let now = jwt_relay::now_unix().unsigned_abs();
+    let now = jwt_relay::verify::now_unix().unsigned_abs();
     let set = got[1].properties.timestamp().unwrap();
     assert!(set.abs_diff(now) < 60, "set when absent: {set} vs {now}");
     delete_plain(&broker, &queue).await;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use jwt_relay::{ErrorKind, ExpiredToken, Guard, Outcome};
+use jwt_relay::consume::{ExpiredToken, Outcome};
+use jwt_relay::{ErrorKind, Guard};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::{Consumer, ErrorKind as StopKind};
 

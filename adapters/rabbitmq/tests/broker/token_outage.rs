@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jwt_relay::Acceptance;
 use jwt_relay::testing::{DevSts, DevStsConfig, Mode};
-use jwt_relay::{Acceptance, now_unix};
+use jwt_relay::verify::now_unix;
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::{Consumer, EventOutcome};
 use serde_json::json;

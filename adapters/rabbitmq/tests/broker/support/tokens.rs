@@ -2,7 +2,8 @@
 //! verifiers that trust them.
 
 use jwt_relay::jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use jwt_relay::{Issuer, KeySet, RemoteOptions, Verifier, now_unix};
+use jwt_relay::verify::{RemoteOptions, now_unix};
+use jwt_relay::{Issuer, KeySet, Verifier};
 use serde_json::{Value, json};
 
 /// The issuer of every test token.
