@@ -5,19 +5,17 @@
 //! dead-letter topic with their reasons.
 //!
 //! ```sh
-//! cargo run --release --example pipeline [-- --orders N]
+//! cargo run --release -p jwt-relay-demo [-- --orders N]
 //! ```
 //!
 //! `KAFKA_BROKERS`, `AMQP_ADDR` and `NATS_URL` select real brokers (one set but unreachable is
 //! an error). Unset, Kafka runs on librdkafka's embedded mock cluster and RabbitMQ and NATS on
 //! the in-memory transport, so this runs on a machine with no broker at all.
 
-mod demo;
-
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-use demo::{Failure, Options, Timeline};
+use jwt_relay_demo::{Failure, Options, Timeline};
 
 /// The jwt-relay demonstration: gateway → Kafka → billing → RabbitMQ → shipping → NATS → notifier.
 #[derive(Debug, Parser)]
@@ -41,7 +39,7 @@ async fn main() -> Result<(), Failure> {
     let args = Args::parse();
     let metrics = PrometheusBuilder::new().install_recorder()?;
     jwt_relay::observe::describe();
-    let summary = demo::run(
+    let summary = jwt_relay_demo::run(
         Options {
             orders: args.orders,
             kafka_brokers: args.kafka_brokers,

@@ -1,14 +1,11 @@
-//! The demonstration (`cargo run --example pipeline`), run as a newcomer would: once with no
+//! The demonstration (`cargo run -p jwt-relay-demo`), run as a newcomer would: once with no
 //! broker named (Kafka on librdkafka's mock cluster, RabbitMQ and NATS in memory), once on this
 //! machine's brokers (`KAFKA_BROKERS`, `AMQP_ADDR`, `NATS_URL`, defaulting to loopback), and with
 //! a named broker that does not answer.
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../examples/pipeline/demo/mod.rs"]
-mod demo;
-
-use demo::{Identity, Options, Summary, Timeline};
+use jwt_relay_demo::{Identity, Options, Summary, Timeline};
 
 const ORDERS: usize = 12;
 
@@ -74,7 +71,7 @@ fn check(summary: &Summary) {
 
 async fn run(options: Options) -> Summary {
     let timeline = Timeline::new(|line| eprintln!("{line}"));
-    demo::run(
+    jwt_relay_demo::run(
         Options {
             orders: ORDERS,
             ..options
@@ -177,7 +174,7 @@ async fn a_named_broker_that_does_not_answer_stops_the_run_with_its_variable() {
         ),
     ];
     for (options, variable) in attempts {
-        let error = demo::run(options, Timeline::new(|_| {}))
+        let error = jwt_relay_demo::run(options, Timeline::new(|_| {}))
             .await
             .expect_err("an unreachable broker that was named explicitly is an error")
             .to_string();

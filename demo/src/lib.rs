@@ -6,7 +6,10 @@
 //!
 //! Each broker is the one its variable names (`KAFKA_BROKERS`, `AMQP_ADDR`, `NATS_URL`), or
 //! without it an embedded one: librdkafka's mock cluster for Kafka, the in-memory transport for
-//! RabbitMQ and NATS. `tests/pipeline.rs` runs this module both ways.
+//! RabbitMQ and NATS. `tests/pipeline.rs` runs it both ways; `src/main.rs` prints a run.
+
+// The library is the demonstration binary's and its test's, not an API.
+#![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod http;
 mod kafka;
@@ -25,7 +28,7 @@ use jwt_relay::verify::now_unix;
 use jwt_relay::{Acceptance, AuthContext, Exchange, Guard, Rfc8693Client};
 use serde_json::{Value, json};
 
-pub(crate) type Failure = Box<dyn std::error::Error + Send + Sync>;
+pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 /// The services' client credentials at the token service.
 const BILLING: (&str, &str) = ("billing", "billing-secret");
@@ -33,61 +36,61 @@ const SHIPPING: (&str, &str) = ("shipping", "shipping-secret");
 
 /// Which brokers to use (`None`: the embedded fallback) and how many orders to send.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Options {
-    pub(crate) orders: usize,
-    pub(crate) kafka_brokers: Option<String>,
-    pub(crate) amqp_addr: Option<String>,
-    pub(crate) nats_url: Option<String>,
+pub struct Options {
+    pub orders: usize,
+    pub kafka_brokers: Option<String>,
+    pub amqp_addr: Option<String>,
+    pub nats_url: Option<String>,
 }
 
 /// What a run did.
 #[derive(Debug)]
-pub(crate) struct Summary {
-    pub(crate) orders_sent: usize,
+pub struct Summary {
+    pub orders_sent: usize,
     /// The three asynchronous hops, in order.
-    pub(crate) hops: Vec<Hop>,
+    pub hops: Vec<Hop>,
     /// Invoices whose token `shipping` exchanged because it had expired.
-    pub(crate) exchanged: u64,
+    pub exchanged: u64,
     /// Who `fraud-check` saw, once per order: the user, and the services acting for them.
-    pub(crate) fraud_checked: Vec<Identity>,
+    pub fraud_checked: Vec<Identity>,
     /// Who `notifier` saw, once per order.
-    pub(crate) notified: Vec<Identity>,
+    pub notified: Vec<Identity>,
     /// The copies in `orders`' dead-letter topic, as read back from it.
-    pub(crate) dead_letters: Vec<DeadLetter>,
-    pub(crate) token_endpoint_calls: u64,
+    pub dead_letters: Vec<DeadLetter>,
+    pub token_endpoint_calls: u64,
     /// `kafka`: `mock` or `broker`; `rabbitmq`: `memory` or `broker`; `nats`: `memory` or
     /// `jetstream`.
-    pub(crate) transports: [(&'static str, &'static str); 3],
+    pub transports: [(&'static str, &'static str); 3],
 }
 
 /// One hop's counts.
 #[derive(Debug)]
-pub(crate) struct Hop {
-    pub(crate) name: String,
-    pub(crate) transport: String,
-    pub(crate) accepted: u64,
-    pub(crate) dead_lettered: u64,
+pub struct Hop {
+    pub name: String,
+    pub transport: String,
+    pub accepted: u64,
+    pub dead_lettered: u64,
 }
 
 /// A user, and the services that acted for them (the most recent first).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Identity {
-    pub(crate) subject: String,
-    pub(crate) actors: Vec<String>,
+pub struct Identity {
+    pub subject: String,
+    pub actors: Vec<String>,
 }
 
 /// A dead-lettered copy: its reason headers, and whether it still carries a token.
 #[derive(Debug)]
-pub(crate) struct DeadLetter {
-    pub(crate) kind: String,
-    pub(crate) message: String,
-    pub(crate) payload: String,
-    pub(crate) carries_token: bool,
+pub struct DeadLetter {
+    pub kind: String,
+    pub message: String,
+    pub payload: String,
+    pub carries_token: bool,
 }
 
 impl Summary {
     /// The demonstration's last line.
-    pub(crate) fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         let transports: serde_json::Map<String, Value> = self
             .transports
             .iter()
@@ -106,13 +109,13 @@ impl Summary {
 
 /// Where the hop lines go, each stamped with the time since the start.
 #[derive(Clone)]
-pub(crate) struct Timeline {
+pub struct Timeline {
     started: Instant,
     sink: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 impl Timeline {
-    pub(crate) fn new(sink: impl Fn(String) + Send + Sync + 'static) -> Self {
+    pub fn new(sink: impl Fn(String) + Send + Sync + 'static) -> Self {
         Timeline {
             started: Instant::now(),
             sink: Arc::new(sink),
@@ -120,7 +123,7 @@ impl Timeline {
     }
 
     /// A line about the run.
-    pub(crate) fn say(&self, what: &str) {
+    pub fn say(&self, what: &str) {
         (self.sink)(format!("{:>6.2}s  {what}", self.started.elapsed().as_secs_f64()));
     }
 
@@ -135,7 +138,7 @@ impl Timeline {
 }
 
 /// Runs the whole chain once.
-pub(crate) async fn run(options: Options, timeline: Timeline) -> Result<Summary, Failure> {
+pub async fn run(options: Options, timeline: Timeline) -> Result<Summary, Failure> {
     let sts = DevSts::start(
         DevStsConfig::default()
             .client(BILLING.0, BILLING.1)
