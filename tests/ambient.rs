@@ -1,7 +1,7 @@
 //! The ambient identity and the publish side: which token a message leaves
 //! with, read from the headers a broker would carry.
 
-mod common;
+use jwt_relay_test_support as common;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use jwt_relay_test_support as common;
 
 use common::{alg_name, b64url, claims, fixture, raw_token};
 use jsonwebtoken::crypto::CryptoProvider;

@@ -7,7 +7,7 @@
 //! forged token, a token-service outage, a failing handler, a panicking one,
 //! a halt.
 
-mod common;
+use jwt_relay_test_support as common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -8,9 +8,8 @@
 //! `0.0.0.0` reaches this host: so each test can count the requests a refused URL did not make,
 //! and see the same URL work once the user opts in.
 
-mod common;
-#[path = "common/jwks_server.rs"]
-mod jwks_server;
+use jwt_relay_test_support as common;
+use jwt_relay_test_support::jwks_server;
 
 use std::time::Duration;
 

@@ -5,9 +5,8 @@
 //! Tokens are signed with the Ed25519 fixture; "expired" tokens are expired
 //! well past the issuer's leeway unless a row is about the leeway itself.
 
-mod common;
-#[path = "common/jwks_server.rs"]
-mod jwks_server;
+use jwt_relay_test_support as common;
+use jwt_relay_test_support::jwks_server;
 
 use std::future::Future;
 use std::pin::Pin;

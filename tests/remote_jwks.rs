@@ -11,9 +11,8 @@
 //!
 //! Every fetch count is read from the server.
 
-mod common;
-#[path = "common/jwks_server.rs"]
-mod jwks_server;
+use jwt_relay_test_support as common;
+use jwt_relay_test_support::jwks_server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -10,7 +10,7 @@
 //! token must never look like our own misconfiguration) and that neither its
 //! `Display` nor its `Debug` contains the token or any long part of it.
 
-mod common;
+use jwt_relay_test_support as common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

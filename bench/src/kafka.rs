@@ -170,7 +170,7 @@ impl Kafka {
                 .topic(&topic)
                 .limit(count as u64)
                 .on_event(move |_| {
-                    ticks.tick();
+                    tick(&ticks, count);
                 })
                 .build()?;
             let report = tokio::time::timeout(
@@ -199,7 +199,7 @@ impl Kafka {
                         check_by_hand(guard.verifier(), header).await?;
                     }
                     consumer.store_offset_from_message(&record)?;
-                    if progress.tick() == count {
+                    if tick(&progress, count) == count {
                         break;
                     }
                 }
@@ -216,4 +216,14 @@ impl Kafka {
         }
         Ok(progress.rate())
     }
+}
+
+/// One more of `count` records settled, and a mark for callgrind at the first and the last (see
+/// `--instructions`); the count so far.
+fn tick(progress: &Progress, count: usize) -> usize {
+    let settled = progress.tick();
+    if settled == 1 || settled == count {
+        crate::callgrind_mark("record");
+    }
+    settled
 }

@@ -71,6 +71,15 @@ struct Args {
     /// difference between two counts, divided by the difference in checks, is the cost of one.
     #[arg(long, value_name = "N")]
     cached_checks: Option<usize>,
+    /// Only fill the mock cluster with `--messages` records of scenario (a) (at most 2 000, all
+    /// it keeps) and read them once with this side (`none`: not at all), and nothing else: for
+    /// `valgrind --tool=callgrind --dump-before='*callgrind_mark*'`, which then counts in five
+    /// parts: start and fill (RSA key generation: it varies by a billion instructions), the
+    /// consumer's start to its first record, the other records, its shutdown, the exit. Parts 2
+    /// to 4, less the idle producers' polling (`BaseProducer::poll`, inclusive), differ between
+    /// two runs by the records' cost; over the difference in records, one record's.
+    #[arg(long, value_name = "SIDE", value_parser = ["raw", "by-hand", "jwt-relay", "none"])]
+    instructions: Option<String>,
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     kafka_brokers: String,
     #[arg(
@@ -176,6 +185,11 @@ async fn main() -> Result<(), Failure> {
     let keys = Keys::generate()?;
     if let Some(checks) = args.cached_checks {
         emit(&core::cached_checks(&keys, checks).await?);
+        return Ok(());
+    }
+    if let Some(side) = &args.instructions {
+        let reader = Side::ALL.into_iter().find(|s| s.flag() == side);
+        emit(&kafka_consume_only(&keys, reader, args.messages).await?);
         return Ok(());
     }
     let mut comparisons = Vec::new();
@@ -357,6 +371,32 @@ async fn measure(broker: &Broker, keys: &Keys, args: &Args) -> Result<Vec<Compar
     Ok(comparisons)
 }
 
+/// `--instructions`: `messages` records of scenario (a) in the mock cluster, read by `reader`
+/// (`None`: not read) between two marks (and the first and last record marked on the way).
+async fn kafka_consume_only(keys: &Keys, reader: Option<Side>, messages: usize) -> Result<Value, Failure> {
+    let broker = kafka::Kafka::mock().await?;
+    if broker.capacity().is_some_and(|cap| messages > cap) {
+        return Err(format!("the mock cluster keeps about 2 000 records, not {messages}").into());
+    }
+    let tokens = keys.for_scenario(Scenario::Shared, messages)?;
+    broker.prepare(&tokens).await?;
+    let guard = Guard::new(keys.verifier_with_cache(10_000)?);
+    callgrind_mark("consume");
+    if let Some(reader) = reader {
+        broker.consume(reader, guard).await?;
+    }
+    callgrind_mark("consumed");
+    let side = reader.map_or("none", |r| r.flag());
+    Ok(json!({ "measurement": "kafka_consume_only", "side": side, "messages": messages }))
+}
+
+/// Where `valgrind --tool=callgrind --dump-before='*callgrind_mark*'` ends one part of the count
+/// (every thread's instructions up to here) and starts the next; nothing otherwise.
+#[inline(never)]
+fn callgrind_mark(stage: &str) {
+    std::hint::black_box(stage);
+}
+
 /// `all`, starting with the `run`th (and on from the first after the last).
 fn in_turn<T: Copy>(all: &[T], run: usize) -> impl Iterator<Item = T> + '_ {
     all.iter().cycle().skip(run).take(all.len()).copied()
@@ -403,6 +443,15 @@ enum Side {
 
 impl Side {
     const ALL: [Side; 3] = [Side::Raw, Side::ByHand, Side::JwtRelay];
+
+    /// Its value for `--instructions`.
+    fn flag(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::ByHand => "by-hand",
+            Side::JwtRelay => "jwt-relay",
+        }
+    }
 
     fn name(self, operation: &str) -> &'static str {
         match (self, operation) {

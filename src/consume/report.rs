@@ -79,8 +79,10 @@ pub struct Stats {
 
 #[derive(Default)]
 struct Counters {
-    /// Woken each time a message ends (accepted or rejected), for [`Stats::ended`].
+    /// Woken each time a message ends (accepted or rejected), once anyone waits in
+    /// [`Stats::ended`] (`watched`): the message path pays nothing otherwise.
     ended: tokio::sync::Notify,
+    watched: std::sync::atomic::AtomicBool,
     accepted: AtomicU64,
     rejected: AtomicU64,
     dead_lettered: AtomicU64,
@@ -192,8 +194,12 @@ impl Stats {
             EventOutcome::HandlerFailed { .. } => &c.handler_failures,
             EventOutcome::Halted(_) => return,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if matches!(outcome, EventOutcome::Accepted(_) | EventOutcome::Rejected { .. }) {
+        // Sequentially consistent with `ended`'s store and loads, so that a waiter either sees
+        // this message counted or is woken by it (the same instructions as relaxed on x86).
+        counter.fetch_add(1, Ordering::SeqCst);
+        if c.watched.load(Ordering::SeqCst)
+            && matches!(outcome, EventOutcome::Accepted(_) | EventOutcome::Rejected { .. })
+        {
             c.ended.notify_waiters();
         }
     }
@@ -203,7 +209,8 @@ impl Stats {
     pub fn ended(&self, messages: u64) -> impl std::future::Future<Output = ()> + Send + 'static {
         let counters = self.counters.clone();
         let count =
-            move || counters.accepted.load(Ordering::Relaxed) + counters.rejected.load(Ordering::Relaxed);
+            move || counters.accepted.load(Ordering::SeqCst) + counters.rejected.load(Ordering::SeqCst);
+        self.counters.watched.store(true, Ordering::SeqCst);
         let target = count().saturating_add(messages);
         let counters = self.counters.clone();
         async move {

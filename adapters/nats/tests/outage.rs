@@ -6,8 +6,7 @@
 
 mod support;
 
-#[path = "../../../tests/common/jwks_server.rs"]
-mod jwks_server;
+use jwt_relay_test_support::jwks_server;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

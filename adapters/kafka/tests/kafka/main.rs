@@ -4,10 +4,8 @@
 
 #![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
 
-#[path = "../../../../tests/common/mod.rs"]
-mod common;
-#[path = "../../../../tests/common/jwks_server.rs"]
-mod jwks_server;
+use jwt_relay_test_support as common;
+use jwt_relay_test_support::jwks_server;
 mod support;
 
 mod ahead;

@@ -3,8 +3,7 @@
 //! tokens signed with the root's key fixtures, and small waiting helpers.
 #![allow(dead_code, unreachable_pub)]
 
-#[path = "../../../../tests/common/mod.rs"]
-pub mod common;
+pub use jwt_relay_test_support as common;
 pub mod js;
 
 use std::future::Future;

@@ -3,8 +3,6 @@
 //! at `/.well-known/openid-configuration`, and counts the requests to each.
 //!
 //! What it serves and how it behaves can be changed while a test runs.
-//! Include with `#[path = "common/jwks_server.rs"] mod jwks_server;`.
-#![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

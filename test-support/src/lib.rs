@@ -1,12 +1,16 @@
-//! Shared support for integration tests: fixture loading and token minting.
+//! Shared support for the workspace's integration tests: fixture loading and token minting
+//! ([`Signer`], [`claims`]), and a local identity provider serving a key set ([`jwks_server`]).
+//! Not published.
 //!
-//! Include from an integration test with `mod common;`. The key material lives
-//! in `tests/fixtures/` (see `tests/fixtures/README.md`).
+//! The key material lives in `tests/fixtures/` at the workspace root (see
+//! `tests/fixtures/README.md`). Tests import it as `use jwt_relay_test_support as common;`.
 //!
 //! Tokens are built by hand (header JSON + claims JSON, base64url, then
 //! `jsonwebtoken::crypto::sign`). This lets tests put anything in the header,
 //! including headers whose `alg` does not match the signing key.
-#![allow(dead_code, unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+pub mod jwks_server;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,7 +18,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey};
 use serde_json::{Value, json};
 
 /// Directory holding the committed key fixtures.
-pub const FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+pub const FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/");
 
 /// Raw bytes of `tests/fixtures/<name>` (e.g. `"rsa2048-a.pub.pem"`,
 /// `"jwks.json"`, `"private/rsa-a.jwk.json"`). Panics if it is missing.
