@@ -89,11 +89,11 @@ fn at(unix: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).expect("after 1970"))
 }
 
-fn info_published(published: PublishTime) -> MessageInfo {
+fn info_published(published: PublishTime) -> MessageInfo<'static> {
     MessageInfo::new(DEST).published(published)
 }
 
-async fn check(guard: &Guard, token: &str, info: &MessageInfo) -> Outcome {
+async fn check(guard: &Guard, token: &str, info: &MessageInfo<'_>) -> Outcome {
     guard.check(&headers(token), info).await
 }
 

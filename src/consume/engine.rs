@@ -200,7 +200,7 @@ impl Engine {
     {
         let tries = message.tries;
         let info = MessageInfo {
-            destination: message.destination.to_owned(),
+            destination: message.destination,
             published: message.published,
             attempt: tries.checks,
         };

@@ -14,22 +14,23 @@ use crate::verify::context::{Acceptance, AuthContext};
 use crate::verify::verifier::{Verifier, unix_seconds};
 use tracing::Span;
 
-/// What the Guard needs to know about a message besides its headers.
-#[derive(Debug, Clone, Default)]
-pub struct MessageInfo {
+/// What the Guard needs to know about a message besides its headers. It borrows the
+/// destination's name: deciding on a message allocates nothing for it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageInfo<'a> {
     /// Where it was consumed from: topic, queue or subject.
-    pub destination: String,
+    pub destination: &'a str,
     /// When it was published, and who set that time.
     pub published: Option<PublishTime>,
     /// How many times it was delivered before (0 the first time), for backoff.
     pub attempt: u32,
 }
 
-impl MessageInfo {
+impl<'a> MessageInfo<'a> {
     /// A message from `destination`, first delivery, publish time unknown.
-    pub fn new(destination: impl Into<String>) -> Self {
+    pub fn new(destination: &'a str) -> Self {
         MessageInfo {
-            destination: destination.into(),
+            destination,
             ..MessageInfo::default()
         }
     }
@@ -157,7 +158,7 @@ impl Guard {
     pub fn check<'a>(
         &'a self,
         headers: &dyn Extractor,
-        info: &'a MessageInfo,
+        info: &'a MessageInfo<'a>,
     ) -> impl Future<Output = Outcome> + Send + 'a {
         let now = SystemTime::now();
         let verified = self.inner.verifier.verify_headers_at(headers, now);
@@ -179,7 +180,7 @@ impl Guard {
     async fn expired(
         &self,
         error: crate::Error,
-        info: &MessageInfo,
+        info: &MessageInfo<'_>,
         now: SystemTime,
         span: &Span,
     ) -> Outcome {
@@ -191,7 +192,7 @@ impl Guard {
         self.record_identity(span, &context, now);
         let policy = inner
             .by_destination
-            .get(&info.destination)
+            .get(info.destination)
             .or_else(|| inner.by_issuer.get(context.issuer()))
             .unwrap_or(&inner.default)
             .clone();
@@ -201,7 +202,7 @@ impl Guard {
             context,
             published: info.published,
             now,
-            destination: info.destination.clone(),
+            destination: info.destination.to_owned(),
             attempt: info.attempt,
             verifier: inner.verifier.clone(),
         };
