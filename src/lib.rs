@@ -95,9 +95,9 @@ pub mod fuzzing;
 
 pub use backoff::Backoff;
 pub use carrier::{Headers, TokenHeader};
-pub use consume::{ConsumeError, Event, EventOutcome, Grace, Guard, Reject, RunReport};
+pub use consume::{ConsumeError, Event, EventOutcome, Exchange, Grace, Guard, Reject, RunReport};
 pub use error::{Error, ErrorClass, ErrorKind, Result};
-pub use exchange::{Exchange, Rfc8693Client};
+pub use exchange::Rfc8693Client;
 pub use jsonwebtoken::Algorithm;
 pub use publish::{Propagator, PublishError, current, scope};
 pub use verify::{Acceptance, AuthContext, Claims, Issuer, Key, KeySet, Verifier, dangerous};

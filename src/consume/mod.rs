@@ -14,6 +14,7 @@ pub(crate) mod dead_letter;
 mod engine;
 pub(crate) mod error;
 mod event;
+mod exchange;
 pub(crate) mod guard;
 mod handler;
 pub(crate) mod policy;
@@ -28,6 +29,7 @@ pub use dead_letter::{
 pub use engine::{Engine, Incoming, Step};
 pub use error::{ConsumeError, ConsumeErrorKind};
 pub use event::{Event, OnEvent, Position, Reporter};
+pub use exchange::Exchange;
 pub use guard::{Guard, GuardBuilder, MessageInfo};
 pub use policy::{ExpiredToken, ExpiryPolicy, Grace, Or, Outcome, PublishTime, Reject, TimestampSource};
 pub use report::{EventOutcome, RunReport, Stats};

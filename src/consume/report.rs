@@ -173,7 +173,8 @@ impl EventOutcome<'_> {
                 (None, Some(*reason))
             }
         };
-        crate::observe::record_message(broker, destination, self.label(), context, error);
+        let acceptance = context.map(|context| context.acceptance().as_str());
+        crate::observe::record_message(broker, destination, self.label(), acceptance, error);
     }
 }
 

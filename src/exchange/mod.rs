@@ -4,7 +4,6 @@
 mod cache;
 mod client;
 mod issued;
-mod policy;
 
 use std::fmt;
 use std::future::Future;
@@ -18,7 +17,6 @@ pub use cache::ExchangeCache;
 pub(crate) use client::read_answer;
 pub use client::{ClientAuth, Rfc8693Client, Rfc8693ClientBuilder};
 pub(crate) use issued::{Recipient, verify_issued};
-pub use policy::Exchange;
 
 /// `urn:ietf:params:oauth:token-type:access_token`.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -26,7 +24,7 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// Trades a token for another. Object-safe, so a [`Propagator`](crate::Propagator)
-/// and the [`Exchange`] policy can share one behind an `Arc`; an `Arc` or a
+/// and the [`Exchange`](crate::Exchange) policy can share one behind an `Arc`; an `Arc` or a
 /// `Box` of an exchanger is an exchanger too.
 pub trait TokenExchanger: Send + Sync + fmt::Debug {
     /// Performs one exchange. Errors are classed:

@@ -34,7 +34,6 @@ use tracing::field::Empty;
 
 use crate::carrier::Extractor;
 use crate::error::{Error, ErrorKind};
-use crate::verify::context::{Acceptance, AuthContext};
 
 /// Consumed messages, by broker, destination, outcome and kind.
 pub const MESSAGES_TOTAL: &str = "jwt_relay_messages_total";
@@ -117,18 +116,19 @@ pub fn consume_span(broker: &'static str, destination: &str, headers: &dyn Extra
 /// Records what became of a consumed message: counts it in
 /// [`MESSAGES_TOTAL`] and writes `outcome`, `error_kind` and `error_class`
 /// into the current span. `outcome` is one of `accepted`, `dead_lettered`,
-/// `rejected`, `retry`, `handler_failed`, `halted`; `context` is the
-/// accepted identity, `error` the reason otherwise.
+/// `rejected`, `retry`, `handler_failed`, `halted`; `acceptance` says how an
+/// accepted identity was accepted ([`Acceptance::as_str`](crate::Acceptance::as_str)),
+/// `error` is the reason otherwise. Both become the `kind` label.
 pub fn record_message(
     broker: &'static str,
     destination: &str,
     outcome: &'static str,
-    context: Option<&AuthContext>,
+    acceptance: Option<&'static str>,
     error: Option<&Error>,
 ) {
-    let kind = match (error, context) {
+    let kind = match (error, acceptance) {
         (Some(error), _) => error.kind().as_str(),
-        (None, Some(context)) => acceptance_label(context.acceptance()),
+        (None, Some(acceptance)) => acceptance,
         (None, None) => "",
     };
     count_message(broker, destination, outcome, kind);
@@ -214,15 +214,6 @@ pub(crate) fn exchange_result<T>(result: &Result<T, Error>) -> &'static str {
             ErrorKind::ExchangeUnavailable => "unavailable",
             _ => "error",
         },
-    }
-}
-
-/// `Verified`, `Grace` or `Exchanged`.
-fn acceptance_label(acceptance: Acceptance) -> &'static str {
-    match acceptance {
-        Acceptance::Verified => "Verified",
-        Acceptance::Grace => "Grace",
-        Acceptance::Exchanged => "Exchanged",
     }
 }
 

@@ -23,9 +23,10 @@ use super::mode::{Counters, Mode, Stats};
 use super::signer::Signer;
 use super::token_endpoint::{self, TOKEN_EXCHANGE};
 use crate::backoff::Backoff;
+use crate::consume::Exchange;
 use crate::consume::guard::Guard;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exchange::{ClientAuth, Exchange, ExchangeCache, Rfc8693Client, Rfc8693ClientBuilder};
+use crate::exchange::{ClientAuth, ExchangeCache, Rfc8693Client, Rfc8693ClientBuilder};
 use crate::verify::issuer::{Issuer, dangerous};
 use crate::verify::verifier::{Verifier, now_unix};
 

@@ -34,6 +34,17 @@ pub enum Acceptance {
     Exchanged,
 }
 
+impl Acceptance {
+    /// `Verified`, `Grace` or `Exchanged`: the `kind` label of an accepted message's metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acceptance::Verified => "Verified",
+            Acceptance::Grace => "Grace",
+            Acceptance::Exchanged => "Exchanged",
+        }
+    }
+}
+
 /// A verified identity: the raw token (to propagate it), its claims, the
 /// key that verified it, and its issuer's configuration. Cheap to clone.
 /// `Debug` never shows the token.
