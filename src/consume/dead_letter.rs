@@ -196,6 +196,13 @@ pub(crate) fn copy_headers(
     now: SystemTime,
 ) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> = reason_headers(reason, now).into();
+    out.extend(origin_headers(origin));
+    out
+}
+
+/// The origin headers of a copy of the message from `origin`.
+pub(crate) fn origin_headers(origin: &Origin<'_>) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(5);
     out.push((ORIGINAL_DESTINATION, printable(origin.destination)));
     out.push((ORIGINAL_SUBJECT, printable(origin.subject)));
     match origin.position {

@@ -123,4 +123,25 @@ impl DeadLetterCopy<'_> {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         crate::consume::dead_letter::copy_headers(self.reason, &self.origin, self.now)
     }
+
+    /// The whole header list of the copy, for a carrier of (name, bytes) pairs: the
+    /// `original` headers the redaction keeps, in order, then [`headers`](Self::headers)
+    /// ([`dead_letter_headers`](crate::consume::dead_letter_headers) plus the origin).
+    pub fn with_original<'o>(
+        &self,
+        original: impl IntoIterator<Item = (&'o str, &'o [u8])>,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut out = crate::consume::dead_letter::dead_letter_headers(
+            original,
+            self.reason,
+            &self.redaction,
+            self.now,
+        );
+        out.extend(
+            crate::consume::dead_letter::origin_headers(&self.origin)
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value.into_bytes())),
+        );
+        out
+    }
 }

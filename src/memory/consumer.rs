@@ -244,12 +244,7 @@ impl Settle for Lease<'_> {
         copy: &DeadLetterCopy<'_>,
     ) -> Result<Option<String>, CopyFailed<Infallible>> {
         let mut headers = Headers::new();
-        for (name, value) in self.message.headers.iter() {
-            if copy.redaction.keeps(name) {
-                headers.append(name, value);
-            }
-        }
-        for (name, value) in copy.headers() {
+        for (name, value) in copy.with_original(self.message.headers.iter()) {
             headers.append(name, value);
         }
         self.settled = true;

@@ -68,16 +68,9 @@ impl DeadLetter {
 pub(crate) fn copy_headers(original: Option<&HeaderMap>, copy: &DeadLetterCopy<'_>) -> HeaderMap {
     let kept = pairs(original).filter(|(name, _)| {
         let lower = name.to_ascii_lowercase();
-        copy.redaction.keeps(name) && !PUBLISH_CONTROLS.iter().any(|p| lower.starts_with(p))
+        !PUBLISH_CONTROLS.iter().any(|p| lower.starts_with(p))
     });
-    let mut headers: Vec<(String, Vec<u8>)> = kept
-        .map(|(name, value)| (name.to_owned(), value.to_vec()))
-        .collect();
-    headers.extend(
-        copy.headers()
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value.into_bytes())),
-    );
+    let headers = copy.with_original(kept);
     to_header_map(headers)
 }
 
