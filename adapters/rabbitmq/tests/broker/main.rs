@@ -13,6 +13,7 @@ mod grace;
 mod handler_errors;
 mod headers;
 mod hostile;
+mod many_instances;
 mod outage;
 mod propagation;
 mod publisher;
