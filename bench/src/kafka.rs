@@ -15,7 +15,8 @@ use jwt_relay_kafka::rdkafka::producer::{DefaultProducerContext, FutureProducer,
 use jwt_relay_kafka::rdkafka::util::Timeout;
 use jwt_relay_kafka::{Consumer, Publisher, ensure_topics};
 
-use crate::measure::{Progress, payload};
+use crate::instances::{Running, Tally, counting};
+use crate::measure::{Progress, numbered_payload, payload};
 use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Side, bearer, check_by_hand, concurrently, unique};
 
 pub(crate) struct Kafka {
@@ -28,7 +29,12 @@ pub(crate) struct Kafka {
     publish_topic: String,
     /// The topic `prepare` filled, and how many records it holds.
     consume_topic: Mutex<Option<(String, usize)>>,
+    /// The topic of [`PARTITIONS`] partitions `fill_numbered` filled, for `--instances`.
+    instances_topic: Mutex<Option<String>>,
 }
+
+/// The partitions of the topic that `--instances` consumer groups share.
+pub(crate) const PARTITIONS: i32 = 6;
 
 impl Kafka {
     /// librdkafka's mock cluster (one broker).
@@ -61,8 +67,9 @@ impl Kafka {
             wrapped: Publisher::from_config(&config, Propagator::default())?,
             publish_topic: unique("bench-publish"),
             consume_topic: Mutex::new(None),
+            instances_topic: Mutex::new(None),
         };
-        kafka.create(&kafka.publish_topic).await?;
+        kafka.create(&kafka.publish_topic, 1).await?;
         Ok(kafka)
     }
 
@@ -76,13 +83,13 @@ impl Kafka {
         self.mock.as_ref().map(|_| 2_000)
     }
 
-    async fn create(&self, topic: &str) -> Result<(), Failure> {
+    async fn create(&self, topic: &str, partitions: i32) -> Result<(), Failure> {
         match &self.mock {
-            Some(mock) => mock.create_topic(topic, 1, 1)?,
+            Some(mock) => mock.create_topic(topic, partitions, 1)?,
             None => {
                 let mut config = ClientConfig::new();
                 config.set("bootstrap.servers", &self.bootstrap);
-                ensure_topics(&config, &[topic, &format!("{topic}.dlq")], 1).await?;
+                ensure_topics(&config, &[topic, &format!("{topic}.dlq")], partitions).await?;
             }
         }
         Ok(())
@@ -118,24 +125,34 @@ impl Kafka {
             })
             .await
         } else {
-            self.send_raw(topic, tokens).await
+            self.send_raw(topic, tokens, None).await
         }
     }
 
-    /// One record per token to `topic` through rdkafka, the header written by hand.
-    async fn send_raw(&self, topic: &str, tokens: &[String]) -> Result<f64, Failure> {
+    /// One record per token to `topic` through rdkafka, the header written by hand. Given a
+    /// number of partitions, record `i`'s payload is numbered `i` ([`numbered_payload`]) and it
+    /// goes to partition `i` modulo that number: every partition holds as many records (the
+    /// producer's sticky partitioner would fill some and leave others almost empty).
+    async fn send_raw(&self, topic: &str, tokens: &[String], numbered: Option<i32>) -> Result<f64, Failure> {
         let body = payload();
         concurrently(tokens.len(), IN_FLIGHT, |i| {
             let value = bearer(&tokens[i]);
+            let numbered = numbered.map(|partitions| {
+                let partition = i32::try_from(i).unwrap_or_default() % partitions.max(1);
+                (numbered_payload(i), partition)
+            });
             let body = &body;
             async move {
+                let (body, partition) = match &numbered {
+                    Some((numbered, partition)) => (&numbered[..], Some(*partition)),
+                    None => (&body[..], None),
+                };
                 let headers = OwnedHeaders::new().insert(Header {
                     key: AUTHORIZATION,
                     value: Some(&value),
                 });
-                let record = FutureRecord::<(), [u8]>::to(topic)
-                    .payload(&body[..])
-                    .headers(headers);
+                let mut record = FutureRecord::<(), [u8]>::to(topic).payload(body).headers(headers);
+                record.partition = partition;
                 self.raw
                     .send(record, Timeout::After(Duration::from_secs(30)))
                     .await
@@ -149,10 +166,43 @@ impl Kafka {
     /// Fills a new topic with one record per token (not timed).
     pub(crate) async fn prepare(&self, tokens: &[String]) -> Result<(), Failure> {
         let topic = unique("bench-consume");
-        self.create(&topic).await?;
-        self.send_raw(&topic, tokens).await?;
+        self.create(&topic, 1).await?;
+        self.send_raw(&topic, tokens, None).await?;
         *self.consume_topic.lock().unwrap_or_else(|p| p.into_inner()) = Some((topic, tokens.len()));
         Ok(())
+    }
+
+    /// `--instances`: fills a new topic of [`PARTITIONS`] partitions with one numbered record
+    /// per token (untimed).
+    pub(crate) async fn fill_numbered(&self, tokens: &[String]) -> Result<(), Failure> {
+        let topic = unique("bench-instances");
+        self.create(&topic, PARTITIONS).await?;
+        self.send_raw(&topic, tokens, Some(PARTITIONS)).await?;
+        *self.instances_topic.lock().unwrap_or_else(|p| p.into_inner()) = Some(topic);
+        Ok(())
+    }
+
+    /// `--instances`: a new consumer group's id, reading the filled topic from its start.
+    pub(crate) fn group_for_instances(&self) -> String {
+        unique("bench-instances")
+    }
+
+    /// `--instances`: one more consumer in `group`, its own client, counting in `tally` what it
+    /// handles.
+    pub(crate) fn instance(&self, group: &str, guard: Guard, tally: &Arc<Tally>, index: usize) -> Running {
+        let mut config = self.group();
+        config.set("group.id", group);
+        let topic = self
+            .instances_topic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (handler, shutdown) = (counting(tally, index), tally.shutdown());
+        Box::pin(async move {
+            let topic = topic.ok_or("no topic filled for --instances")?;
+            let consumer = Consumer::builder(&config, guard).topic(topic).build()?;
+            Ok(consumer.run(handler, shutdown).await?)
+        })
     }
 
     /// Reads the prepared topic from the start in a new group, storing each offset.

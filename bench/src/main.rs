@@ -9,12 +9,14 @@
 //! ```sh
 //! cargo run --release -p jwt-relay-bench            # the full run (minutes)
 //! cargo run -p jwt-relay-bench -- --quick           # a smoke run, as CI does
+//! cargo run --release -p jwt-relay-bench -- --instances  # 1, 2, 3 consumers on one destination
 //! ```
 //!
 //! Output: one JSON line per measurement, then Markdown tables (`BENCHMARKS.md` keeps the
 //! latest).
 
 mod core;
+mod instances;
 mod kafka;
 mod measure;
 mod nats;
@@ -63,6 +65,12 @@ struct Args {
     /// Skip what needs no broker (latency, exchange burst, `kid` storm, memory).
     #[arg(long)]
     brokers_only: bool,
+    /// Only measure consuming with 1, 2 and 3 jwt-relay consumer instances (each its own
+    /// client and connection) sharing `--messages` messages on one destination: a Kafka group
+    /// on a topic of 6 partitions (the broker at `KAFKA_BROKERS`, not the mock cluster), a
+    /// RabbitMQ queue, a durable JetStream pull consumer. `--runs` runs each; `--only` applies.
+    #[arg(long)]
+    instances: bool,
     /// A small, fast run that checks every measurement works (CI runs this).
     #[arg(long)]
     quick: bool,
@@ -192,6 +200,9 @@ async fn main() -> Result<(), Failure> {
         emit(&kafka_consume_only(&keys, reader, args.messages).await?);
         return Ok(());
     }
+    if args.instances {
+        return many_instances(&keys, &args).await;
+    }
     let mut comparisons = Vec::new();
     let mut others = Vec::new();
 
@@ -204,11 +215,7 @@ async fn main() -> Result<(), Failure> {
                 continue;
             }
         };
-        if args
-            .only
-            .as_ref()
-            .is_some_and(|only| !broker.name().contains(only.as_str()))
-        {
+        if !selected(&args, &broker) {
             continue;
         }
         eprintln!("measuring {}", broker.name());
@@ -237,6 +244,47 @@ async fn main() -> Result<(), Failure> {
 
     print_tables(&comparisons, &others);
     Ok(())
+}
+
+/// `--instances`: every broker with a destination that instances share, in turn.
+async fn many_instances(keys: &Keys, args: &Args) -> Result<(), Failure> {
+    let mut scalings = Vec::new();
+    let mut others = Vec::new();
+    for broker in brokers(args).await {
+        let broker = match broker {
+            Ok(broker) => broker,
+            Err(skipped) => {
+                emit(&skipped);
+                others.push(skipped);
+                continue;
+            }
+        };
+        if !instances::measured(&broker) || !selected(args, &broker) {
+            continue;
+        }
+        eprintln!("measuring {} with 1, 2 and 3 consumer instances", broker.name());
+        let started = std::time::Instant::now();
+        match instances::measure(&broker, keys, args.messages, args.runs).await {
+            Ok(measured) => scalings.extend(measured),
+            Err(e) => {
+                let failed =
+                    json!({"measurement": "instances", "broker": broker.name(), "error": e.to_string()});
+                emit(&failed);
+                others.push(failed);
+            }
+        }
+        eprintln!("  ({:.0} s)", started.elapsed().as_secs_f64());
+        broker.remove().await?;
+    }
+    instances::print_table(&scalings, &others);
+    Ok(())
+}
+
+/// Whether `--only` leaves `broker` in.
+fn selected(args: &Args, broker: &Broker) -> bool {
+    args.only
+        .as_ref()
+        .is_none_or(|only| broker.name().contains(only.as_str()))
 }
 
 /// The Markdown summary after the JSON lines.

@@ -13,6 +13,20 @@ pub(crate) fn payload() -> Vec<u8> {
     vec![b'x'; 1024]
 }
 
+/// Message `number`'s payload where each must be told apart (`--instances`): 1 KiB like
+/// [`payload`], starting with the number (8 bytes, big-endian).
+pub(crate) fn numbered_payload(number: usize) -> Vec<u8> {
+    let mut body = payload();
+    body[..8].copy_from_slice(&(number as u64).to_be_bytes());
+    body
+}
+
+/// The number a [`numbered_payload`] starts with.
+pub(crate) fn payload_number(body: &[u8]) -> Option<usize> {
+    let bytes: [u8; 8] = body.get(..8)?.try_into().ok()?;
+    usize::try_from(u64::from_be_bytes(bytes)).ok()
+}
+
 /// Messages per second: `messages` in `elapsed`.
 pub(crate) fn rate(messages: usize, elapsed: Duration) -> f64 {
     messages as f64 / elapsed.as_secs_f64().max(1e-9)
@@ -54,6 +68,12 @@ impl Progress {
         inner.1 = Some(now);
         inner.2 += 1;
         inner.2
+    }
+
+    /// The first and the latest, and the count; `None` before the first.
+    pub(crate) fn span(&self) -> Option<(Instant, Instant, usize)> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Some((inner.0?, inner.1?, inner.2))
     }
 
     /// Messages per second between the first and the latest.
@@ -198,6 +218,16 @@ impl Comparison {
 mod tests {
     use super::*;
     use crate::tokens::Scenario;
+
+    #[test]
+    fn a_numbered_payload_is_a_payload_that_says_its_number() {
+        for number in [0, 1, 255, 19_999, usize::from(u16::MAX) + 1] {
+            let body = numbered_payload(number);
+            assert_eq!(body.len(), payload().len());
+            assert_eq!(payload_number(&body), Some(number));
+        }
+        assert_eq!(payload_number(b"short"), None);
+    }
 
     #[test]
     fn each_reader_has_its_own_median_and_jwt_relay_is_compared_with_the_check_by_hand() {

@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt as _;
 use jwt_relay::{AuthContext, Guard, Propagator};
-use jwt_relay_nats::async_nats::jetstream::{self, consumer::pull, stream};
+use jwt_relay_nats::async_nats::jetstream::consumer::{PullConsumer, pull};
+use jwt_relay_nats::async_nats::jetstream::{self, stream};
 use jwt_relay_nats::async_nats::{self, Client, HeaderMap};
 use jwt_relay_nats::{Consumer, JetStreamConsumer, JetStreamPublisher, Publisher};
 use tokio::sync::Notify;
 
-use crate::measure::{Progress, payload, rate};
+use crate::instances::{Running, Tally, counting};
+use crate::measure::{Progress, numbered_payload, payload, rate};
 use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Side, bearer, check_by_hand, concurrently, unique};
 
 fn headers_with(token: &str) -> HeaderMap {
@@ -218,6 +220,8 @@ impl NatsCore {
 }
 
 pub(crate) struct JetStream {
+    /// Where `--instances` connects each instance anew.
+    url: String,
     jetstream: jetstream::Context,
     wrapped: JetStreamPublisher,
     stream: String,
@@ -240,6 +244,7 @@ impl JetStream {
             })
             .await?;
         Ok(JetStream {
+            url: url.to_owned(),
             wrapped: JetStreamPublisher::new(jetstream.clone(), Propagator::default()),
             jetstream,
             stream,
@@ -252,10 +257,17 @@ impl JetStream {
         "nats (JetStream)"
     }
 
-    async fn publish_raw(&self, tokens: &[String]) -> Result<f64, Failure> {
+    /// Publishes one message per token, the header written by hand, waiting for each ack; message
+    /// `i`'s payload numbered `i` if asked ([`numbered_payload`]).
+    async fn publish_raw(&self, tokens: &[String], numbered: bool) -> Result<f64, Failure> {
         let body = bytes_of(payload());
         concurrently(tokens.len(), IN_FLIGHT, |i| {
-            let (headers, body) = (headers_with(&tokens[i]), body.clone());
+            let headers = headers_with(&tokens[i]);
+            let body = if numbered {
+                bytes_of(numbered_payload(i))
+            } else {
+                body.clone()
+            };
             async move {
                 self.jetstream
                     .publish_with_headers(self.subject.clone(), headers, body)
@@ -292,7 +304,7 @@ impl JetStream {
             })
             .await?
         } else {
-            self.publish_raw(tokens).await?
+            self.publish_raw(tokens, false).await?
         };
         self.purge().await?;
         Ok(rate)
@@ -301,7 +313,7 @@ impl JetStream {
     /// Leaves one message per token in the stream (untimed); every consume run reads them all.
     pub(crate) async fn prepare(&self, tokens: &[String]) -> Result<(), Failure> {
         self.purge().await?;
-        self.publish_raw(tokens).await?;
+        self.publish_raw(tokens, false).await?;
         *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = tokens.len();
         Ok(())
     }
@@ -353,6 +365,54 @@ impl JetStream {
         }
         stream.delete_consumer(&name).await?;
         Ok(progress.rate())
+    }
+
+    /// `--instances`: empties the stream and leaves one numbered message per token in it
+    /// (untimed).
+    pub(crate) async fn fill_numbered(&self, tokens: &[String]) -> Result<(), Failure> {
+        self.purge().await?;
+        self.publish_raw(tokens, true).await?;
+        Ok(())
+    }
+
+    /// `--instances`: a new durable pull consumer of the stream, from its start; its name.
+    pub(crate) async fn durable_for_instances(&self) -> Result<String, Failure> {
+        let name = unique("bench-instances").replace('.', "_");
+        self.jetstream
+            .get_stream(&self.stream)
+            .await?
+            .create_consumer(pull::Config {
+                durable_name: Some(name.clone()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(name)
+    }
+
+    /// `--instances`: one more instance of the durable consumer `durable`, on its own
+    /// connection, counting in `tally` what it handles.
+    pub(crate) fn instance(&self, durable: &str, guard: Guard, tally: &Arc<Tally>, index: usize) -> Running {
+        let (url, stream, durable) = (self.url.clone(), self.stream.clone(), durable.to_owned());
+        let (handler, shutdown) = (counting(tally, index), tally.shutdown());
+        Box::pin(async move {
+            let jetstream = jetstream::new(async_nats::connect(url).await?);
+            let consumer: PullConsumer = jetstream.get_consumer_from_stream(durable, stream).await?;
+            let report = JetStreamConsumer::new(consumer, guard)
+                .batch(200)
+                .run(handler, shutdown)
+                .await?;
+            Ok(report)
+        })
+    }
+
+    /// `--instances`: deletes the durable consumer `durable`.
+    pub(crate) async fn remove_durable(&self, durable: &str) -> Result<(), Failure> {
+        self.jetstream
+            .get_stream(&self.stream)
+            .await?
+            .delete_consumer(durable)
+            .await?;
+        Ok(())
     }
 
     /// Deletes the stream.

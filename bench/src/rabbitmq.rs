@@ -14,7 +14,8 @@ use jwt_relay_rabbitmq::lapin::types::{AMQPValue, FieldTable, LongString, ShortS
 use jwt_relay_rabbitmq::lapin::{BasicProperties, Channel, Connection};
 use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Topology};
 
-use crate::measure::{Progress, payload};
+use crate::instances::{Running, Tally, counting};
+use crate::measure::{Progress, numbered_payload, payload};
 use crate::{AUTHORIZATION, Failure, IN_FLIGHT, Side, bearer, check_by_hand, concurrently, unique};
 
 const PREFETCH: u16 = 10;
@@ -52,8 +53,9 @@ impl RabbitMq {
         "rabbitmq"
     }
 
-    /// Publishes with lapin, the token header written by hand, `mandatory` if asked.
-    async fn publish_raw(&self, tokens: &[String], mandatory: bool) -> Result<f64, Failure> {
+    /// Publishes with lapin, the token header written by hand, `mandatory` if asked; message
+    /// `i`'s payload numbered `i` if asked ([`numbered_payload`]).
+    async fn publish_raw(&self, tokens: &[String], mandatory: bool, numbered: bool) -> Result<f64, Failure> {
         let body = payload();
         let queue = ShortString::from(self.topology.queue());
         concurrently(tokens.len(), IN_FLIGHT, |i| {
@@ -66,8 +68,11 @@ impl RabbitMq {
             let properties = BasicProperties::default()
                 .with_headers(headers)
                 .with_delivery_mode(2);
-            let (queue, body) = (queue.clone(), &body);
+            let numbered = numbered.then(|| numbered_payload(i));
+            let queue = queue.clone();
+            let body = &body;
             async move {
+                let body = numbered.as_deref().unwrap_or(body);
                 self.raw
                     .basic_publish(
                         ShortString::default(),
@@ -116,7 +121,7 @@ impl RabbitMq {
             })
             .await?
         } else {
-            self.publish_raw(tokens, publisher == Side::ByHand).await?
+            self.publish_raw(tokens, publisher == Side::ByHand, false).await?
         };
         self.purge().await?;
         Ok(rate)
@@ -130,7 +135,7 @@ impl RabbitMq {
     /// Fills the queue (untimed), then consumes and acks every message.
     pub(crate) async fn consume(&self, reader: Side, guard: Guard) -> Result<f64, Failure> {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.publish_raw(&tokens, false).await?;
+        self.publish_raw(&tokens, false, false).await?;
         let count = tokens.len();
         let progress = Arc::new(Progress::default());
         if reader == Side::JwtRelay {
@@ -192,6 +197,24 @@ impl RabbitMq {
                 .await?;
         }
         Ok(progress.rate())
+    }
+
+    /// `--instances`: empties the queue and fills it with one numbered message per token
+    /// (untimed); the queue's name.
+    pub(crate) async fn refill(&self, tokens: &[String]) -> Result<String, Failure> {
+        self.purge().await?;
+        self.publish_raw(tokens, false, true).await?;
+        Ok(self.topology.queue().to_owned())
+    }
+
+    /// `--instances`: one more consumer of the queue, on its own connection, counting in `tally`
+    /// what it handles.
+    pub(crate) fn instance(&self, guard: Guard, tally: &Arc<Tally>, index: usize) -> Running {
+        let consumer = Consumer::builder(self.connector.clone(), self.topology.queue(), guard)
+            .prefetch(PREFETCH)
+            .build();
+        let (handler, shutdown) = (counting(tally, index), tally.shutdown());
+        Box::pin(async move { Ok(consumer.run(handler, shutdown).await?) })
     }
 
     /// Deletes the queues.
