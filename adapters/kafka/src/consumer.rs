@@ -30,6 +30,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::dead_letter::DeadLetter;
 use crate::headers::KafkaHeaders;
+use crate::ownership::Ownership;
 use crate::partition::{Incoming, Partition, Signal, StoredOffset, set_paused};
 use crate::received::Received;
 use jwt_relay::consume::{Engine, Event, Reporter};
@@ -64,19 +65,23 @@ const CONSUMER_ONLY: [&str; 13] = [
     "enable.partition.eof",
 ];
 
-/// The consumer's rdkafka context: it counts partition assignments, so that a partition's task
-/// knows when its records come from a new assignment (and forgets a rewind or retry counts
-/// of the previous one).
-#[derive(Debug, Default)]
+/// The consumer's rdkafka context. It counts partition assignments, so that a partition's task
+/// knows when its records come from a new assignment (and forgets a rewind or retry counts of
+/// the previous one), and it hands revoked partitions over cleanly: their buffered records are
+/// dropped, their handlers in flight finish, and their offsets are committed before the
+/// rebalance goes on ([`ConsumerBuilder::drain_timeout`]).
+#[derive(Debug)]
 pub struct Rebalances<C = DefaultClientContext> {
     assignments: AtomicU64,
+    pub(crate) ownership: Ownership,
     client: C,
 }
 
 impl<C> Rebalances<C> {
-    fn new(client: C) -> Self {
+    fn new(client: C, drain: Duration) -> Self {
         Rebalances {
             assignments: AtomicU64::new(0),
+            ownership: Ownership::new(drain),
             client,
         }
     }
@@ -121,10 +126,20 @@ impl<C: ClientContext> ClientContext for Rebalances<C> {
     }
 }
 
+/// Eager rebalances revoke every partition and assign the new set; `cooperative-sticky` ones
+/// revoke and assign only the partitions that move. Either way a revoked partition is handed
+/// over before librdkafka lets it go.
 impl<C: ClientContext> ConsumerContext for Rebalances<C> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            self.ownership.revoked(consumer, list);
+        }
+    }
+
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(_) = rebalance {
-            self.assignments.fetch_add(1, Ordering::SeqCst);
+        if let Rebalance::Assign(list) = rebalance {
+            let generation = self.assignments.fetch_add(1, Ordering::SeqCst) + 1;
+            self.ownership.assigned(list, generation);
         }
     }
 }
@@ -149,6 +164,18 @@ impl<C: ClientContext> ConsumerContext for Rebalances<C> {
 /// or dead-lettered, and committed by librdkafka's auto-commit (and at shutdown). The record's
 /// timestamp goes to the expiry policy: `LogAppendTime` as set by the broker, `CreateTime` as
 /// set by the producer.
+///
+/// # Many instances
+///
+/// Instances with the same `group.id` share the topics' partitions. When a rebalance takes a
+/// partition away (eager, or `cooperative-sticky`, where only the moved partitions stop), its
+/// records not started yet are dropped, its handler in flight finishes (for at most the
+/// [`drain_timeout`](ConsumerBuilder::drain_timeout)), and the stored offsets are committed
+/// before librdkafka lets the partition go: its next owner starts after the last record handled
+/// here, and no partition is handled by two instances at once. Partitions lost without a revoke
+/// (the session timed out) stop at once; their records in flight may be handled again. An
+/// instance killed without a clean close leaves what it settled since its last commit
+/// (`auto.commit.interval.ms`, 5 s by default) to be handled again.
 ///
 /// ```no_run
 /// use jwt_relay::{Guard, Verifier};
@@ -242,6 +269,7 @@ pub struct ConsumerBuilder<C = DefaultClientContext> {
     concurrency: usize,
     limit: Option<u64>,
     produce_timeout: Duration,
+    drain: Duration,
 }
 
 impl<C> fmt::Debug for ConsumerBuilder<C> {
@@ -272,6 +300,7 @@ impl Consumer {
             concurrency: 16,
             limit: None,
             produce_timeout: Duration::from_secs(30),
+            drain: Duration::from_secs(30),
         }
     }
 }
@@ -402,6 +431,11 @@ impl<C: ClientContext> Consumer<C> {
                         handler: handler.clone(),
                         topic: record.topic().to_owned(),
                         partition: record.partition(),
+                        lease: inner
+                            .consumer
+                            .context()
+                            .ownership
+                            .lease(record.topic(), record.partition()),
                         stopping: stopping.clone(),
                         signal: signal.clone(),
                         offsets: StoredOffset::new(record.topic(), record.partition()),
@@ -504,6 +538,7 @@ impl<C: ClientContext> ConsumerBuilder<C> {
             concurrency: self.concurrency,
             limit: self.limit,
             produce_timeout: self.produce_timeout,
+            drain: self.drain,
         }
     }
 
@@ -565,6 +600,17 @@ impl<C: ClientContext> ConsumerBuilder<C> {
         self
     }
 
+    /// How long a rebalance waits for the handlers in flight on the partitions it takes away
+    /// (30 s). Their offsets are committed after they finish, so the partitions' next owners
+    /// start after them: a clean hand-over handles nothing twice. The group waits for this
+    /// member meanwhile, for at most `max.poll.interval.ms` (300 s by default): keep this well
+    /// under it. A handler still running at the timeout is not waited for: its record is
+    /// handled again by the next owner, possibly at the same time.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain = timeout;
+        self
+    }
+
     /// How long a dead-lettered copy waits for the broker's acknowledgement (30 s).
     pub fn produce_timeout(mut self, timeout: Duration) -> Self {
         self.produce_timeout = timeout;
@@ -601,7 +647,7 @@ impl<C: ClientContext> ConsumerBuilder<C> {
         let mut config = self.config.clone();
         config.set("enable.auto.offset.store", "false");
         let consumer: StreamConsumer<Rebalances<C>> = config
-            .create_with_context(Rebalances::new(self.context))
+            .create_with_context(Rebalances::new(self.context, self.drain))
             .map_err(|e| configuration(format!("cannot create the Kafka consumer: {e}")).with_source(e))?;
         let producer = match self.producer {
             Some(producer) => producer,

@@ -60,6 +60,7 @@
 mod consumer;
 mod dead_letter;
 mod headers;
+mod ownership;
 mod partition;
 mod publisher;
 mod received;

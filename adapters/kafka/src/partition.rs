@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use crate::consumer::{Inner, Rebalances};
 use crate::dead_letter::copy_headers;
 use crate::headers::KafkaHeaders;
+use crate::ownership::Lease;
 use crate::received::Received;
 
 /// A record on its way to its partition's task.
@@ -89,6 +90,8 @@ pub(crate) struct Partition<H, C: ClientContext + 'static> {
     pub(crate) handler: Arc<H>,
     pub(crate) topic: String,
     pub(crate) partition: i32,
+    /// Whether the partition is still ours, and whether one of its records is being handled.
+    pub(crate) lease: Arc<Lease>,
     pub(crate) stopping: watch::Receiver<bool>,
     pub(crate) signal: mpsc::UnboundedSender<Signal>,
 }
@@ -153,6 +156,10 @@ where
                 continue;
             }
             rewound = None;
+            if !self.lease.open(at.1) {
+                // Read before the partition was revoked: its next owner reads it again.
+                continue;
+            }
             if tries.at != Some(at) {
                 self.release(&mut tries);
                 if !self.take_ticket() {
@@ -167,6 +174,12 @@ where
             let step = {
                 let Ok(_permit) = self.inner.concurrency.acquire().await else {
                     break;
+                };
+                // Revoked while this waited for its turn.
+                let Some(_turn) = self.lease.begin(at.1) else {
+                    self.release(&mut tries);
+                    tries = Tries::default();
+                    continue;
                 };
                 self.process(&incoming, &mut tries).await
             };
@@ -230,6 +243,7 @@ where
             topic: &self.topic,
             record,
             with_headers: incoming.readable,
+            lease: (&self.lease, incoming.generation),
         };
         let step = if incoming.readable {
             let headers = KafkaHeaders::new(record.headers());
@@ -371,12 +385,26 @@ struct Settler<'a, C: ClientContext + 'static> {
     record: &'a OwnedMessage,
     /// Whether the copy keeps the record's headers (not when they cannot be read).
     with_headers: bool,
+    /// The partition's lease, and the assignment the record was read under.
+    lease: (&'a Lease, u64),
 }
 
 impl<C: ClientContext> Settler<'_, C> {
     /// Stores the record's offset (librdkafka stores the next one) for the next commit.
     fn store(&self) {
         let record = self.record;
+        let (lease, generation) = self.lease;
+        if !lease.holds(generation) {
+            // Revoked, and handed over without waiting for this record (the drain timeout
+            // passed, or the partition was lost): its next owner handles it again.
+            tracing::warn!(
+                topic = %self.topic,
+                partition = record.partition(),
+                offset = record.offset(),
+                "the partition was revoked while its record was handled; the record will be delivered again"
+            );
+            return;
+        }
         if let Err(e) = self.offsets.store(&self.inner.consumer, record.offset()) {
             // The partition was revoked: its new owner reads the record again.
             tracing::warn!(
