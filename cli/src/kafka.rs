@@ -1,6 +1,7 @@
 //! `jwt-relay kafka publish|consume`: the Kafka adapter from the command line.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use jwt_relay::{EventOutcome, Propagator};
 use jwt_relay_kafka::rdkafka::ClientConfig;
@@ -9,6 +10,7 @@ use jwt_relay_kafka::rdkafka::producer::FutureRecord;
 use jwt_relay_kafka::{Consumer, DeadLetter, Event, Publisher};
 use serde::Serialize;
 
+use crate::duration::parse_duration;
 use crate::guard_args::GuardArgs;
 use crate::lines::{Outcomes, TokenLines, ctrl_c, json, parse_header};
 use crate::{Failure, print_line};
@@ -62,6 +64,16 @@ pub(crate) struct ConsumeArgs {
     /// Stop after this many records were settled (handled or dead-lettered).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// How often the offsets of settled records are committed (`auto.commit.interval.ms`).
+    /// A process killed without a clean close leaves the records it settled since its last
+    /// commit to be handled again by the partitions' next owner. A clean stop or a rebalance
+    /// commits first, and hands nothing over twice.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    commit_interval: Duration,
+    /// A librdkafka setting, repeatable: `-X session.timeout.ms=10000`,
+    /// `-X partition.assignment.strategy=cooperative-sticky`.
+    #[arg(short = 'X', long = "config", value_name = "NAME=VALUE", value_parser = parse_header)]
+    config: Vec<(String, String)>,
     #[command(flatten)]
     guard: GuardArgs,
 }
@@ -156,7 +168,14 @@ async fn consume(args: &ConsumeArgs) -> Result<bool, Failure> {
     config
         .set("bootstrap.servers", &args.brokers)
         .set("group.id", &args.group)
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "auto.commit.interval.ms",
+            args.commit_interval.as_millis().to_string(),
+        );
+    for (name, value) in &args.config {
+        config.set(name, value);
+    }
     let mut builder = Consumer::builder(&config, guard).topic(args.topic.as_str());
     if let Some(dlq) = &args.dlq {
         builder = builder.dead_letter(DeadLetter::topic(dlq.as_str()));
