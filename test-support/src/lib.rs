@@ -1,6 +1,7 @@
 //! Shared support for the workspace's integration tests: fixture loading and token minting
-//! ([`Signer`], [`claims`]), and a local identity provider serving a key set ([`jwks_server`]).
-//! Not published.
+//! ([`Signer`], [`claims`]), a local identity provider serving a key set ([`jwks_server`]), and
+//! for the many-instance tests, a TCP [`Forwarder`] that cuts an instance off its broker as a
+//! kill would, and a [`Ledger`] of what the instances' handlers did. Not published.
 //!
 //! The key material lives in `tests/fixtures/` at the workspace root (see
 //! `tests/fixtures/README.md`). Tests import it as `use jwt_relay_test_support as common;`.
@@ -10,7 +11,12 @@
 //! including headers whose `alg` does not match the signing key.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
+mod forwarder;
 pub mod jwks_server;
+mod ledger;
+
+pub use forwarder::{Forwarder, KillSwitch};
+pub use ledger::{Handled, Ledger};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -31,10 +31,9 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,14 +47,14 @@ use jwt_relay_nats::{
     Consumer, DeadLetter, JetStreamConsumer, JetStreamPublisher, NatsService, Publisher, Received, RunReport,
     ServiceError, ServiceRequest, Stats, async_nats,
 };
+use support::common::{self, Forwarder};
 use support::js::Setup;
 use support::{
     backoff, forged, guard, header, headers, nats_url, pull_consumer, shutdown, stored, unique, user,
     wait_until, wrong_audience,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Valid messages per test.
 const VALID: usize = 20_000;
@@ -116,136 +115,15 @@ async fn users() -> Vec<AuthContext> {
     users
 }
 
-/// One successful handler call.
-struct Handled {
-    instance: usize,
-    id: String,
-    /// The JetStream delivery count (1 on core NATS).
-    delivered: u64,
-    at: Instant,
-}
-
-/// What the instances' handlers did, shared by the instances of one test.
-struct Ledger {
-    /// Every handler call: (instance, id).
-    calls: Mutex<Vec<(usize, String)>>,
-    handled: Mutex<Vec<Handled>>,
-    handled_ids: Mutex<HashSet<String>>,
-    handled_count: AtomicUsize,
-    /// The ids whose first call failed, and on which instance.
-    failed: Mutex<BTreeMap<String, usize>>,
-    /// The ids the instance to kill froze on: taken, never finished.
-    frozen_on: Mutex<Vec<String>>,
-    frozen: watch::Sender<bool>,
-    /// Cuts the instance to kill off the server, at the moment it freezes.
-    kill_switch: Mutex<Option<KillSwitch>>,
-    /// When it froze (and was cut off), and how many messages were handled then.
-    frozen_at: Mutex<Option<(Instant, usize)>>,
-}
-
-impl Ledger {
-    fn new() -> Arc<Ledger> {
-        Arc::new(Ledger {
-            calls: Mutex::default(),
-            handled: Mutex::default(),
-            handled_ids: Mutex::default(),
-            handled_count: AtomicUsize::new(0),
-            failed: Mutex::default(),
-            frozen_on: Mutex::default(),
-            frozen: watch::channel(false).0,
-            kill_switch: Mutex::default(),
-            frozen_at: Mutex::default(),
-        })
-    }
-
-    fn is_frozen(&self) -> bool {
-        *self.frozen.borrow()
-    }
-
-    /// The instance to kill stops on `id` for good; the first time, it is cut off the server
-    /// there and then, whatever its other handlers and its acks are doing: it dies.
-    async fn freeze_on(&self, id: &str) {
-        self.frozen_on.lock().unwrap().push(id.to_owned());
-        if !self.frozen.send_replace(true) {
-            let handled = self.handled_count.load(Ordering::SeqCst);
-            *self.frozen_at.lock().unwrap() = Some((Instant::now(), handled));
-            if let Some(switch) = self.kill_switch.lock().unwrap().as_ref() {
-                switch.cut();
-            }
-        }
-        std::future::pending::<()>().await;
-    }
-
-    /// Cut the instance to kill off with `switch` when it freezes.
-    fn arm(&self, switch: &KillSwitch) {
-        *self.kill_switch.lock().unwrap() = Some(switch.clone());
-    }
-
-    async fn wait_frozen(&self) {
-        let mut frozen = self.frozen.subscribe();
-        tokio::time::timeout(WAIT, frozen.wait_for(|f| *f))
-            .await
-            .expect("the instance to kill froze mid-stream")
-            .unwrap();
-    }
-
-    /// Whether this is the first call for `id` (which then fails).
-    fn first_failure(&self, id: &str, instance: usize) -> bool {
-        let mut failed = self.failed.lock().unwrap();
-        if failed.contains_key(id) {
-            return false;
-        }
-        failed.insert(id.to_owned(), instance);
-        true
-    }
-
-    fn handle(&self, instance: usize, id: String, delivered: u64) {
-        self.handled_ids.lock().unwrap().insert(id.clone());
-        self.handled.lock().unwrap().push(Handled {
-            instance,
-            id,
-            delivered,
-            at: Instant::now(),
-        });
-        self.handled_count.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn distinct(&self) -> usize {
-        self.handled_ids.lock().unwrap().len()
-    }
-
-    /// The successful calls per id.
-    fn by_id(&self) -> BTreeMap<String, Vec<(usize, u64, Instant)>> {
-        let mut by_id: BTreeMap<String, Vec<_>> = BTreeMap::new();
-        for h in self.handled.lock().unwrap().iter() {
-            by_id
-                .entry(h.id.clone())
-                .or_default()
-                .push((h.instance, h.delivered, h.at));
-        }
-        by_id
-    }
-
-    fn taken_by(&self, instance: usize) -> BTreeSet<String> {
-        let calls = self.calls.lock().unwrap();
-        calls
-            .iter()
-            .filter(|(i, _)| *i == instance)
-            .map(|(_, id)| id.clone())
-            .collect()
-    }
-
-    fn handled_by(&self, instance: usize) -> usize {
-        let handled = self.handled.lock().unwrap();
-        handled.iter().filter(|h| h.instance == instance).count()
-    }
-}
+/// The ledger of a test: what the handlers did, with the JetStream delivery count (1 on core NATS).
+type Ledger = common::Ledger<u64>;
 
 type Handling = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-/// The handler of `instance`: records each call, works a millisecond, records the success.
-/// With `fail_once`, the first call of every [`FAIL_EVERY`]th id fails. The instance to kill
-/// freezes on its first call after [`FREEZE_AT`] successes, and on any it finishes after that.
+/// The handler of `instance`: records each call, works a millisecond, records the success
+/// ([`Ledger::call`]). With `fail_once`, the first call of every [`FAIL_EVERY`]th id fails. The
+/// instance to kill freezes on its first call after [`FREEZE_AT`] successes, and on any it
+/// finishes after that.
 fn worker(
     ledger: &Arc<Ledger>,
     instance: usize,
@@ -260,150 +138,20 @@ fn worker(
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
         let delivered = received.delivered().unwrap_or(1);
-        Box::pin(async move {
-            ledger.calls.lock().unwrap().push((instance, id.clone()));
-            let victim = instance == VICTIM;
-            if victim && (ledger.is_frozen() || ledger.handled_count.load(Ordering::SeqCst) >= FREEZE_AT) {
-                ledger.freeze_on(&id).await;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            let fails = fail_once && number(&id).is_some_and(|n| n.is_multiple_of(FAIL_EVERY));
-            if fails && ledger.first_failure(&id, instance) {
-                return Err(format!("{id} fails the first time"));
-            }
-            if victim && ledger.is_frozen() {
-                ledger.freeze_on(&id).await;
-            }
-            ledger.handle(instance, id, delivered);
-            Ok(())
-        })
+        let fails = fail_once && number(&id).is_some_and(|n| n.is_multiple_of(FAIL_EVERY));
+        Box::pin(async move { ledger.call(instance, id, delivered, fails).await })
     }
-}
-
-/// A TCP forwarder between one instance and the server, so that the instance can be cut off
-/// the way the server sees a killed process or a lost host: its socket closed, with nothing
-/// said first.
-struct Forwarder {
-    url: String,
-    switch: KillSwitch,
-}
-
-/// Cuts a [`Forwarder`]: stops its listening and drops its connections.
-#[derive(Clone)]
-struct KillSwitch {
-    listener: AbortHandle,
-    connections: Arc<Mutex<JoinSet<()>>>,
-}
-
-impl KillSwitch {
-    /// Cuts at once (the sockets close as their tasks are dropped, right after).
-    fn cut(&self) {
-        self.listener.abort();
-        self.connections.lock().unwrap().abort_all();
-    }
-
-    /// Cuts, and waits until every forwarded socket is closed.
-    async fn cut_and_wait(&self) {
-        self.cut();
-        let mut connections = std::mem::take(&mut *self.connections.lock().unwrap());
-        connections.shutdown().await;
-    }
-}
-
-impl Forwarder {
-    /// Listens on a free local port, forwarding to the server `url` names; [`Self::url`] is
-    /// `url` pointed at the forwarder.
-    async fn start(url: &str, default_port: u16) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a local port");
-        let port = listener.local_addr().expect("its address").port();
-        let (upstream, url) = redirect(url, port, default_port);
-        let connections = Arc::new(Mutex::new(JoinSet::new()));
-        let spawned = connections.clone();
-        let listener = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
-                };
-                let upstream = upstream.clone();
-                let mut connections = spawned.lock().unwrap();
-                while connections.try_join_next().is_some() {}
-                connections.spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream.as_str()).await else {
-                        return;
-                    };
-                    let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                    tokio::select! {
-                        () = pump(&client, &server) => {}
-                        () = pump(&server, &client) => {}
-                    }
-                });
-            }
-        });
-        let switch = KillSwitch {
-            listener: listener.abort_handle(),
-            connections,
-        };
-        Forwarder { url, switch }
-    }
-
-    fn url(&self) -> &str {
-        &self.url
-    }
-}
-
-/// Copies what `from` receives to `to` until either fails or `from` ends.
-async fn pump(from: &TcpStream, to: &TcpStream) {
-    let mut buffer = vec![0_u8; 64 * 1024];
-    loop {
-        if from.readable().await.is_err() {
-            return;
-        }
-        let n = match from.try_read(&mut buffer) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        };
-        let mut sent = 0;
-        while sent < n {
-            if to.writable().await.is_err() {
-                return;
-            }
-            match to.try_write(&buffer[sent..n]) {
-                Ok(written) => sent += written,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-/// The `host:port` that `url` names (`default_port` when it names none), and `url` pointed at
-/// `127.0.0.1:port` instead.
-fn redirect(url: &str, port: u16, default_port: u16) -> (String, String) {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (userinfo, host) = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => (format!("{userinfo}@"), host),
-        None => (String::new(), authority),
-    };
-    let upstream = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:{default_port}")
-    };
-    (upstream, format!("{scheme}://{userinfo}127.0.0.1:{port}{path}"))
 }
 
 /// A client of its own for one instance, as a process of its own would have; the instance to
 /// kill goes through a [`Forwarder`] and never reconnects (a killed process does not).
 async fn instance_client(instance: usize, ledger: &Ledger) -> (Client, Option<Forwarder>) {
     let forwarder = match instance {
-        VICTIM => Some(Forwarder::start(&nats_url(), 4222).await),
+        VICTIM => Some(Forwarder::start(&nats_url(), "nats", 4222).await),
         _ => None,
     };
     if let Some(forwarder) = &forwarder {
-        ledger.arm(&forwarder.switch);
+        ledger.arm(forwarder.switch());
     }
     let url = forwarder.as_ref().map_or_else(nats_url, |f| f.url().to_owned());
     let mut options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2));
@@ -431,7 +179,7 @@ impl Instance {
     /// connection, closing nothing.
     async fn kill(self) {
         let forwarder = self.forwarder.expect("the instance to kill has a forwarder");
-        forwarder.switch.cut_and_wait().await;
+        forwarder.switch().cut_and_wait().await;
         self.run.abort();
         let ended = self.run.await;
         assert!(
@@ -512,7 +260,7 @@ async fn jetstream_instances_share_a_durable_consumer_and_a_killed_ones_messages
     let setup = Setup::new(client.clone()).await;
     let subject = setup.subject("orders");
     pull_consumer(&setup.declared.stream, DURABLE, |c| c.ack_wait = ACK_WAIT).await;
-    let ledger = Ledger::new();
+    let ledger = Ledger::with_victim(VICTIM, FREEZE_AT);
     let mut instances = Vec::new();
     for instance in 0..INSTANCES {
         instances.push(Some(jetstream_instance(&setup, instance, &ledger).await));
@@ -548,10 +296,10 @@ async fn jetstream_instances_share_a_durable_consumer_and_a_killed_ones_messages
         publish_to_stream(&publisher, &subject, chunk, &users).await;
     }
     if !killed {
-        ledger.wait_frozen().await;
+        ledger.wait_frozen(WAIT).await;
         kill_and_join_jetstream(&setup, &mut instances, &mut stats, &ledger).await;
     }
-    let (killed_at, handled_at_kill) = ledger.frozen_at.lock().unwrap().expect("killed");
+    let (killed_at, handled_at_kill) = ledger.frozen_at().expect("killed");
     let after: Vec<&[usize]> = ids[BEFORE_KILL..].chunks(CHUNK).collect();
     let hostile_every = after.len() / HOSTILE_AFTER;
     for (c, chunk) in after.iter().enumerate() {
@@ -609,7 +357,7 @@ async fn jetstream_instances_share_a_durable_consumer_and_a_killed_ones_messages
             "{id} handled by instances {instances:?}, though the killed instance never took it"
         );
     }
-    let frozen_on = ledger.frozen_on.lock().unwrap().clone();
+    let frozen_on = ledger.frozen_on();
     assert!(!frozen_on.is_empty(), "the killed instance had a message in hand");
     let mut came_back = Vec::new();
     for id in &frozen_on {
@@ -624,14 +372,9 @@ async fn jetstream_instances_share_a_durable_consumer_and_a_killed_ones_messages
             });
         came_back.push(again.2.duration_since(killed_at));
     }
-    let failed = ledger.failed.lock().unwrap().clone();
-    let redelivered_to_others = ledger
-        .handled
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|h| h.instance != VICTIM && h.delivered >= 2 && !failed.contains_key(&h.id))
-        .count();
+    let failed = ledger.failed();
+    let redelivered_to_others =
+        ledger.count_handled(|h| h.instance != VICTIM && h.delivery >= 2 && !failed.contains_key(&h.id));
     let joined = ledger.handled_by(INSTANCES);
     assert!(joined > 0, "the instance that joined handled messages");
 
@@ -816,7 +559,7 @@ async fn core_queue_group_handles_nothing_twice_and_loses_only_what_the_killed_i
             record.lock().unwrap().push(id.unwrap_or_default());
         }
     });
-    let ledger = Ledger::new();
+    let ledger = Ledger::with_victim(VICTIM, FREEZE_AT);
     let mut instances = Vec::new();
     for instance in 0..INSTANCES {
         instances.push(Some(core.instance(instance, &ledger).await));
@@ -854,7 +597,7 @@ async fn core_queue_group_handles_nothing_twice_and_loses_only_what_the_killed_i
         publish(n).await;
     }
     if killed.is_none() {
-        ledger.wait_frozen().await;
+        ledger.wait_frozen(WAIT).await;
         killed = Some(
             core.kill_and_join(&client, BEFORE_KILL, &mut instances, &mut stats, &ledger)
                 .await,
@@ -878,10 +621,7 @@ async fn core_queue_group_handles_nothing_twice_and_loses_only_what_the_killed_i
         publish(n).await;
     }
 
-    let after_kill = || {
-        let handled = ledger.handled_ids.lock().unwrap();
-        (published_at_kill..VALID).all(|n| handled.contains(&valid_id(n)))
-    };
+    let after_kill = || ledger.handled_all((published_at_kill..VALID).map(valid_id));
     assert!(
         wait_until(WAIT, || after_kill()
             && dead_ids.lock().unwrap().len() == hostile.len())
@@ -915,7 +655,7 @@ async fn core_queue_group_handles_nothing_twice_and_loses_only_what_the_killed_i
         "lost {} of the {in_flight} in flight when the instance was killed",
         lost.len()
     );
-    let frozen_on = ledger.frozen_on.lock().unwrap().clone();
+    let frozen_on = ledger.frozen_on();
     assert!(!frozen_on.is_empty(), "the killed instance had a message in hand");
     for id in &frozen_on {
         assert!(
@@ -948,7 +688,7 @@ async fn core_queue_group_handles_nothing_twice_and_loses_only_what_the_killed_i
         "  killed instance {VICTIM} with {published_at_kill} published and {handled_at_kill} handled \
          ({in_flight} in flight in all; it froze at {} handled): it took {}, handled {}, frozen on {}; lost {} (ids {:?}..{:?}); \
          joined instance handled {joined}; per instance {:?}; {:.1?} in all",
-        ledger.frozen_at.lock().unwrap().expect("killed").1,
+        ledger.frozen_at().expect("killed").1,
         ledger.taken_by(VICTIM).len(),
         ledger.handled_by(VICTIM),
         frozen_on.len(),

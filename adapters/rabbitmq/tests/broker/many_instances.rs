@@ -20,19 +20,19 @@
 //! copy, then ack the original": a kill between the two stores a second copy (at least once),
 //! which this test does not provoke.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Forwarder;
 use jwt_relay::{AuthContext, Backoff, Guard};
 use jwt_relay_rabbitmq::lapin::BasicProperties;
 use jwt_relay_rabbitmq::{Connector, Consumer, Publisher, Received, RunReport, Stats};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use jwt_relay_test_support as common;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::support::broker::{Broker, broker, eventually, headers, id_of};
 use crate::support::tokens::{claims, forged, token, token_with, verifier};
@@ -86,278 +86,23 @@ fn hostile() -> Vec<(String, String)> {
         .collect()
 }
 
-/// One successful handler call.
-struct Handled {
-    instance: usize,
-    id: String,
-    redelivered: bool,
-    at: Instant,
-}
-
-/// What the instances' handlers did.
-struct Ledger {
-    /// Every handler call: (instance, id).
-    calls: Mutex<Vec<(usize, String)>>,
-    handled: Mutex<Vec<Handled>>,
-    handled_ids: Mutex<HashSet<String>>,
-    handled_count: AtomicUsize,
-    /// The ids whose first call failed, and on which instance.
-    failed: Mutex<BTreeMap<String, usize>>,
-    /// The ids the instance to kill froze on: taken, never finished.
-    frozen_on: Mutex<Vec<String>>,
-    frozen: watch::Sender<bool>,
-    /// Cuts the instance to kill off the broker, at the moment it freezes.
-    kill_switch: Mutex<Option<KillSwitch>>,
-    /// When it froze (and was cut off), and how many messages were handled then.
-    frozen_at: Mutex<Option<(Instant, usize)>>,
-}
-
-impl Ledger {
-    fn new() -> Arc<Ledger> {
-        Arc::new(Ledger {
-            calls: Mutex::default(),
-            handled: Mutex::default(),
-            handled_ids: Mutex::default(),
-            handled_count: AtomicUsize::new(0),
-            failed: Mutex::default(),
-            frozen_on: Mutex::default(),
-            frozen: watch::channel(false).0,
-            kill_switch: Mutex::default(),
-            frozen_at: Mutex::default(),
-        })
-    }
-
-    fn is_frozen(&self) -> bool {
-        *self.frozen.borrow()
-    }
-
-    /// The instance to kill stops on `id` for good; the first time, it is cut off the broker
-    /// there and then, whatever its other handlers and its acks are doing: it dies.
-    async fn freeze_on(&self, id: &str) {
-        self.frozen_on.lock().unwrap().push(id.to_owned());
-        if !self.frozen.send_replace(true) {
-            let handled = self.handled_count.load(Ordering::SeqCst);
-            *self.frozen_at.lock().unwrap() = Some((Instant::now(), handled));
-            if let Some(switch) = self.kill_switch.lock().unwrap().as_ref() {
-                switch.cut();
-            }
-        }
-        std::future::pending::<()>().await;
-    }
-
-    /// Cut the instance to kill off with `switch` when it freezes.
-    fn arm(&self, switch: &KillSwitch) {
-        *self.kill_switch.lock().unwrap() = Some(switch.clone());
-    }
-
-    async fn wait_frozen(&self) {
-        let mut frozen = self.frozen.subscribe();
-        tokio::time::timeout(WAIT, frozen.wait_for(|f| *f))
-            .await
-            .expect("the instance to kill froze mid-stream")
-            .unwrap();
-    }
-
-    /// Whether this is the first call for `id` (which then fails).
-    fn first_failure(&self, id: &str, instance: usize) -> bool {
-        let mut failed = self.failed.lock().unwrap();
-        if failed.contains_key(id) {
-            return false;
-        }
-        failed.insert(id.to_owned(), instance);
-        true
-    }
-
-    fn handle(&self, instance: usize, id: String, redelivered: bool) {
-        self.handled_ids.lock().unwrap().insert(id.clone());
-        self.handled.lock().unwrap().push(Handled {
-            instance,
-            id,
-            redelivered,
-            at: Instant::now(),
-        });
-        self.handled_count.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn distinct(&self) -> usize {
-        self.handled_ids.lock().unwrap().len()
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-
-    /// The successful calls per id: (instance, redelivered, when).
-    fn by_id(&self) -> BTreeMap<String, Vec<(usize, bool, Instant)>> {
-        let mut by_id: BTreeMap<String, Vec<_>> = BTreeMap::new();
-        for h in self.handled.lock().unwrap().iter() {
-            by_id
-                .entry(h.id.clone())
-                .or_default()
-                .push((h.instance, h.redelivered, h.at));
-        }
-        by_id
-    }
-
-    fn taken_by(&self, instance: usize) -> BTreeSet<String> {
-        let calls = self.calls.lock().unwrap();
-        calls
-            .iter()
-            .filter(|(i, _)| *i == instance)
-            .map(|(_, id)| id.clone())
-            .collect()
-    }
-
-    fn handled_by(&self, instance: usize) -> usize {
-        let handled = self.handled.lock().unwrap();
-        handled.iter().filter(|h| h.instance == instance).count()
-    }
-}
+/// The ledger of the test: what the handlers did, with each delivery's `redelivered` flag.
+type Ledger = common::Ledger<bool>;
 
 type Handling = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// The handler of `instance`: records each call, works a millisecond, fails the first call of
-/// every [`FAIL_EVERY`]th id, records the success. The instance to kill freezes on its first
-/// call after [`FREEZE_AT`] successes, and on any it finishes after that.
+/// every [`FAIL_EVERY`]th id, records the success ([`Ledger::call`]). The instance to kill
+/// freezes on its first call after [`FREEZE_AT`] successes, and on any it finishes after that.
 fn worker(ledger: &Arc<Ledger>, instance: usize) -> impl Fn(Received) -> Handling + Send + Sync + 'static {
     let ledger = ledger.clone();
     move |received: Received| {
         let ledger = ledger.clone();
         let id = id_of(&received);
         let redelivered = received.redelivered();
-        Box::pin(async move {
-            ledger.calls.lock().unwrap().push((instance, id.clone()));
-            let victim = instance == VICTIM;
-            if victim && (ledger.is_frozen() || ledger.handled_count.load(Ordering::SeqCst) >= FREEZE_AT) {
-                ledger.freeze_on(&id).await;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            let fails = number(&id).is_some_and(|n| n.is_multiple_of(FAIL_EVERY));
-            if fails && ledger.first_failure(&id, instance) {
-                return Err(format!("{id} fails the first time"));
-            }
-            if victim && ledger.is_frozen() {
-                ledger.freeze_on(&id).await;
-            }
-            ledger.handle(instance, id, redelivered);
-            Ok(())
-        })
+        let fails = number(&id).is_some_and(|n| n.is_multiple_of(FAIL_EVERY));
+        Box::pin(async move { ledger.call(instance, id, redelivered, fails).await })
     }
-}
-
-/// A TCP forwarder between one instance and the broker, so that the instance can be cut off
-/// the way the broker sees a killed process or a lost host: its socket closed, with nothing
-/// said first.
-struct Forwarder {
-    url: String,
-    switch: KillSwitch,
-}
-
-/// Cuts a [`Forwarder`]: stops its listening and drops its connections.
-#[derive(Clone)]
-struct KillSwitch {
-    listener: AbortHandle,
-    connections: Arc<Mutex<JoinSet<()>>>,
-}
-
-impl KillSwitch {
-    /// Cuts at once (the sockets close as their tasks are dropped, right after).
-    fn cut(&self) {
-        self.listener.abort();
-        self.connections.lock().unwrap().abort_all();
-    }
-
-    /// Cuts, and waits until every forwarded socket is closed.
-    async fn cut_and_wait(&self) {
-        self.cut();
-        let mut connections = std::mem::take(&mut *self.connections.lock().unwrap());
-        connections.shutdown().await;
-    }
-}
-
-impl Forwarder {
-    /// Listens on a free local port, forwarding to the broker `url` names; [`Self::url`] is
-    /// `url` pointed at the forwarder.
-    async fn start(url: &str, default_port: u16) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a local port");
-        let port = listener.local_addr().expect("its address").port();
-        let (upstream, url) = redirect(url, port, default_port);
-        let connections = Arc::new(Mutex::new(JoinSet::new()));
-        let spawned = connections.clone();
-        let listener = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
-                };
-                let upstream = upstream.clone();
-                let mut connections = spawned.lock().unwrap();
-                while connections.try_join_next().is_some() {}
-                connections.spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream.as_str()).await else {
-                        return;
-                    };
-                    let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                    tokio::select! {
-                        () = pump(&client, &server) => {}
-                        () = pump(&server, &client) => {}
-                    }
-                });
-            }
-        });
-        let switch = KillSwitch {
-            listener: listener.abort_handle(),
-            connections,
-        };
-        Forwarder { url, switch }
-    }
-
-    fn url(&self) -> &str {
-        &self.url
-    }
-}
-
-/// Copies what `from` receives to `to` until either fails or `from` ends.
-async fn pump(from: &TcpStream, to: &TcpStream) {
-    let mut buffer = vec![0_u8; 64 * 1024];
-    loop {
-        if from.readable().await.is_err() {
-            return;
-        }
-        let n = match from.try_read(&mut buffer) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        };
-        let mut sent = 0;
-        while sent < n {
-            if to.writable().await.is_err() {
-                return;
-            }
-            match to.try_write(&buffer[sent..n]) {
-                Ok(written) => sent += written,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-/// The `host:port` that `url` names (`default_port` when it names none), and `url` pointed at
-/// `127.0.0.1:port` instead.
-fn redirect(url: &str, port: u16, default_port: u16) -> (String, String) {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("amqp", url));
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (userinfo, host) = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => (format!("{userinfo}@"), host),
-        None => (String::new(), authority),
-    };
-    let upstream = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:{default_port}")
-    };
-    (upstream, format!("{scheme}://{userinfo}127.0.0.1:{port}{path}"))
 }
 
 /// One running consumer instance.
@@ -373,11 +118,11 @@ impl Instance {
     /// [`Forwarder`].
     async fn start(broker: &Broker, queue: &str, instance: usize, ledger: &Arc<Ledger>) -> Instance {
         let forwarder = match instance {
-            VICTIM => Some(Forwarder::start(&broker.addr, 5672).await),
+            VICTIM => Some(Forwarder::start(&broker.addr, "amqp", 5672).await),
             _ => None,
         };
         if let Some(forwarder) = &forwarder {
-            ledger.arm(&forwarder.switch);
+            ledger.arm(forwarder.switch());
         }
         let connector = match &forwarder {
             Some(forwarder) => Connector::new(forwarder.url()),
@@ -412,7 +157,7 @@ impl Instance {
     /// connection, closing nothing.
     async fn kill(self) {
         let forwarder = self.forwarder.expect("the instance to kill has a forwarder");
-        forwarder.switch.cut_and_wait().await;
+        forwarder.switch().cut_and_wait().await;
         self.run.abort();
         let ended = self.run.await;
         assert!(
@@ -473,7 +218,7 @@ async fn consumers_share_a_queue_and_a_killed_ones_deliveries_go_to_the_others()
     let topology = broker.topology("many-instances");
     broker.declare(&topology).await;
     let queue = topology.queue().to_owned();
-    let ledger = Ledger::new();
+    let ledger = Ledger::with_victim(VICTIM, FREEZE_AT);
     let mut instances = Vec::new();
     for instance in 0..INSTANCES {
         instances.push(Some(Instance::start(&broker, &queue, instance, &ledger).await));
@@ -514,10 +259,10 @@ async fn consumers_share_a_queue_and_a_killed_ones_deliveries_go_to_the_others()
         publish(&publisher, &queue, chunk, &users).await;
     }
     if !killed {
-        ledger.wait_frozen().await;
+        ledger.wait_frozen(WAIT).await;
         kill_and_join(&mut instances, &mut stats).await;
     }
-    let (killed_at, handled_at_kill) = ledger.frozen_at.lock().unwrap().expect("killed");
+    let (killed_at, handled_at_kill) = ledger.frozen_at().expect("killed");
     let after: Vec<&[usize]> = ids[BEFORE_KILL..].chunks(CHUNK).collect();
     let hostile_every = after.len() / HOSTILE_AFTER;
     for (c, chunk) in after.iter().enumerate() {
@@ -582,7 +327,7 @@ async fn consumers_share_a_queue_and_a_killed_ones_deliveries_go_to_the_others()
         duplicated.len() <= usize::from(PREFETCH),
         "no more duplicates than the killed instance's prefetch: {duplicated:?}"
     );
-    let frozen_on = ledger.frozen_on.lock().unwrap().clone();
+    let frozen_on = ledger.frozen_on();
     assert!(
         !frozen_on.is_empty(),
         "the killed instance had deliveries in hand"
@@ -600,13 +345,7 @@ async fn consumers_share_a_queue_and_a_killed_ones_deliveries_go_to_the_others()
             });
         came_back.push(again.2.duration_since(killed_at));
     }
-    let redelivered_to_others = ledger
-        .handled
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|h| h.instance != VICTIM && h.redelivered)
-        .count();
+    let redelivered_to_others = ledger.count_handled(|h| h.instance != VICTIM && h.delivery);
     assert!(
         redelivered_to_others <= usize::from(PREFETCH),
         "the broker redelivers only the killed consumer's unacknowledged deliveries, at most its prefetch: \
@@ -615,7 +354,7 @@ async fn consumers_share_a_queue_and_a_killed_ones_deliveries_go_to_the_others()
     let joined = ledger.handled_by(INSTANCES);
     assert!(joined > 0, "the instance that joined handled messages");
 
-    let failed = ledger.failed.lock().unwrap().clone();
+    let failed = ledger.failed();
     assert_eq!(failed.len(), VALID / FAIL_EVERY, "each failing id failed once");
     let retried_elsewhere = failed
         .iter()
