@@ -18,7 +18,7 @@ use crate::dead_letter::{DeadLetter, copy_headers};
 use crate::error::{Error, ErrorKind as NatsErrorKind, Result};
 use crate::headers::NatsHeadersRef;
 use crate::received::{Received, Shared};
-use crate::run_loop::{Stopping, or_limit, run_loop, verify_ahead};
+use crate::run_loop::{DRAIN_TIMEOUT, Stopping, or_limit, run_loop, verify_ahead};
 
 /// Subscribes on core NATS and runs the [`Guard`] on every message before
 /// the user's async handler, which runs with the verified identity in
@@ -31,7 +31,7 @@ use crate::run_loop::{Stopping, or_limit, run_loop, verify_ahead};
 /// |---|---|
 /// | `Accept` | the handler runs; an error or a panic is retried after the [`Backoff`], at most [`max_attempts`](Self::max_attempts) calls in all, then the message is rejected (`Handler`) |
 /// | `Reject` | reported through [`on_event`](Self::on_event) and the [`Stats`], and published with the reason and without the token to the [dead-letter subject](Self::dead_letter), if one is set |
-/// | `Retry` | the message is held and checked again after the delay, while the subscription runs; if it stops first, the message is rejected with the transient reason |
+/// | `Retry` | the message is held and checked again after the delay, while the subscription runs (its drain included); if it stops first, the message is rejected with the transient reason |
 /// | `Halt` | the run stops and returns the error |
 ///
 /// A message published by a client is never given a publish time by core
@@ -45,6 +45,7 @@ pub struct Consumer {
     dead_letter: Option<DeadLetter>,
     concurrency: usize,
     limit: Option<u64>,
+    drain_timeout: Duration,
 }
 
 impl fmt::Debug for Consumer {
@@ -55,6 +56,7 @@ impl fmt::Debug for Consumer {
             .field("dead_letter", &self.dead_letter)
             .field("concurrency", &self.concurrency)
             .field("limit", &self.limit)
+            .field("drain_timeout", &self.drain_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -62,7 +64,7 @@ impl fmt::Debug for Consumer {
 impl Consumer {
     /// Subscribes through `client` and judges messages with `guard`: no
     /// queue group, no dead-letter subject, 3 handler attempts with the
-    /// default [`Backoff`], one message at a time.
+    /// default [`Backoff`], one message at a time, a 30 s drain when it stops.
     pub fn new(client: Client, guard: Guard) -> Self {
         Consumer {
             client,
@@ -71,6 +73,7 @@ impl Consumer {
             dead_letter: None,
             concurrency: 1,
             limit: None,
+            drain_timeout: DRAIN_TIMEOUT,
         }
     }
 
@@ -118,9 +121,18 @@ impl Consumer {
     }
 
     /// Stops after this many messages ended (were handled or rejected): for tools and tests.
-    /// Messages already in flight then finish.
+    /// It stops as on shutdown ([`Subscription::run`]): the messages in flight finish, and
+    /// those the client already received are handled too, so a few more may end.
     pub fn limit(mut self, messages: u64) -> Self {
         self.limit = Some(messages);
+        self
+    }
+
+    /// How long a stopping run, once unsubscribed, still takes the messages the client had
+    /// already received (30 s; see [`Subscription::run`]). Those not started by then are
+    /// dropped, with a warning: core NATS keeps nothing. Zero: no drain, they are all dropped.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 
@@ -285,11 +297,23 @@ impl Subscription {
         self.config.stats()
     }
 
-    /// Handles messages until `shutdown` completes (messages in flight
-    /// finish first; messages received but not started are dropped: core
-    /// NATS keeps nothing), the subscription ends, or a halt (returned as
-    /// [`ErrorKind::Halted`](crate::ErrorKind::Halted)). Returns the counts
-    /// of the whole subscription.
+    /// Handles messages until `shutdown` completes (or the [`limit`](Consumer::limit) is
+    /// reached), the subscription ends, or a halt (returned as
+    /// [`ErrorKind::Halted`](crate::ErrorKind::Halted)). Returns the counts of the whole
+    /// subscription.
+    ///
+    /// On shutdown it leaves gracefully, as a member of a queue group that goes away should:
+    /// it unsubscribes on the server ([`Subscriber::drain`](async_nats::Subscriber::drain)),
+    /// so that what is published from then on goes to the other members, then handles and
+    /// settles every message the client had already received (core NATS would not deliver
+    /// them again), lets the handlers in flight finish, and returns. The drain lasts at most
+    /// the [`drain_timeout`](Consumer::drain_timeout) (30 s): the messages not started by then
+    /// are dropped, with a warning. Messages the server sent just before it took the
+    /// unsubscribe and that reach the client after it are lost all the same: async-nats 0.51
+    /// forgets the subscription on its connection's next turn, without waiting for the
+    /// server's answer.
+    ///
+    /// After a halt, the messages in flight finish and those not started are dropped.
     pub async fn run<H, Fut, E, S>(self, handler: H, shutdown: S) -> Result<RunReport>
     where
         H: Fn(Received) -> Fut,
@@ -308,6 +332,7 @@ impl Subscription {
             config.concurrency,
             verify_ahead(config.engine.guard()),
             or_limit(shutdown, config.limit, config.engine.stats()),
+            Some(config.drain_timeout),
             None,
             |message, stopping| config_ref.process(subject, message, handler, stopping),
         )

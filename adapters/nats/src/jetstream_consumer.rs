@@ -220,6 +220,7 @@ impl JetStreamConsumer {
             self.concurrency,
             ahead,
             or_limit(shutdown, self.limit, self.engine.stats()),
+            None,
             acks,
             |item, stopping| async move {
                 let message = item?;

@@ -2,6 +2,8 @@
 //! errs is logged and pulled again; only a consumer that is gone or refuses
 //! our pull requests ends it.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
@@ -11,6 +13,7 @@ use futures_util::stream::{self, Stream, StreamExt as _};
 use jwt_relay::Backoff;
 
 use crate::error::{Error, ErrorKind};
+use crate::run_loop::Source;
 
 /// How messages are pulled.
 #[derive(Debug, Clone, Copy)]
@@ -29,12 +32,28 @@ struct State {
     done: bool,
 }
 
+/// The messages of a pull consumer, as [`messages`] pulls them.
+pub(crate) struct Messages(Pin<Box<dyn Stream<Item = Result<jetstream::Message, Error>> + Send>>);
+
+impl Stream for Messages {
+    type Item = Result<jetstream::Message, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+/// Never drained: the server delivers the messages pulled but not started again after
+/// `ack_wait`.
+impl Source for Messages {
+    async fn drain(&mut self) -> bool {
+        false
+    }
+}
+
 /// The consumer's messages, pulled again after errors (with backoff) until
 /// a terminal error, which is the last item.
-pub(crate) fn messages(
-    consumer: PullConsumer,
-    options: PullOptions,
-) -> impl Stream<Item = Result<jetstream::Message, Error>> {
+pub(crate) fn messages(consumer: PullConsumer, options: PullOptions) -> Messages {
     let state = State {
         consumer,
         options,
@@ -42,14 +61,14 @@ pub(crate) fn messages(
         failures: 0,
         done: false,
     };
-    stream::unfold(state, |mut state| async move {
+    Messages(Box::pin(stream::unfold(state, |mut state| async move {
         if state.done {
             return None;
         }
         let item = next(&mut state).await;
         state.done = item.is_err();
         Some((item, state))
-    })
+    })))
 }
 
 async fn next(state: &mut State) -> Result<jetstream::Message, Error> {

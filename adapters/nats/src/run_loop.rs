@@ -1,7 +1,7 @@
 //! The loop every subscriber, service and consumer runs: take messages while
 //! fewer than `limit` are in flight, read a few ahead while they are not,
-//! stop on shutdown or on a halt, and let the ones in flight finish before
-//! returning.
+//! stop on shutdown (after draining the source, where it can be drained) or
+//! on a halt, and let the ones in flight finish before returning.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,7 +12,8 @@ use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt as _};
 use tokio::sync::watch;
 
-use async_nats::Message;
+use async_nats::service::endpoint::Endpoint;
+use async_nats::{Message, Subscriber};
 use jwt_relay::Guard;
 use jwt_relay::consume::Stats;
 use jwt_relay::verify::ReadAhead;
@@ -26,6 +27,10 @@ use crate::headers::NatsHeadersRef;
 /// token per message went from about 24 000 to about 35 000 messages a second between 2 and 16
 /// (see `BENCHMARKS.md`).
 const READ_AHEAD: usize = 16;
+
+/// How long a stopping run still takes what its drained source had received, by default (the
+/// Kafka consumer's `drain_timeout` has the same default).
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tells in-flight work that the run is stopping, so that a message held
 /// for a retry does not hold the shutdown up.
@@ -47,31 +52,74 @@ impl Stopping {
     }
 }
 
+/// What a run reads its items from, and how it leaves it when it stops.
+pub(crate) trait Source: Stream + Unpin {
+    /// Tells the server to send this source nothing more, so that it ends once it has yielded
+    /// what the client already received. `false` when it cannot be left that way: the run then
+    /// drops what it has not started.
+    fn drain(&mut self) -> impl Future<Output = bool> + Send;
+}
+
+/// A core NATS subscription: unsubscribed on the server ([`Subscriber::drain`]), it yields the
+/// messages the client already received, then ends.
+impl Source for Subscriber {
+    async fn drain(&mut self) -> bool {
+        match Subscriber::drain(self).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("cannot drain the subscription: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// A NATS micro endpoint: stopped ([`Endpoint::stop`], an unsubscribe), it yields the requests
+/// the client already received, then ends.
+impl Source for Endpoint {
+    async fn drain(&mut self) -> bool {
+        match self.stop().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("cannot stop the endpoint: {e}");
+                false
+            }
+        }
+    }
+}
+
 /// Runs `process` on each item of `source`, at most `limit` at a time, in
 /// the order they come, until the source ends, `shutdown` completes, or a
 /// `process` returns an error (a halt). Then signals [`Stopping`] and waits
 /// for the items in flight. Returns the first error.
 ///
+/// With `drain` (not zero), when `shutdown` completes the source is [drained](Source::drain)
+/// and the run goes on until it ends, so that the items the client already received (those
+/// read ahead included) are processed too, for at most `drain`; then what is still unstarted
+/// is dropped, and counted in a warning. Items held for a retry go on waiting meanwhile:
+/// [`Stopping`] is signalled only when the drain is over.
+///
 /// While `limit` items are in flight, up to `limit` more (at least [`READ_AHEAD`]) are read
 /// ahead, as soon as the source has them, and shown to `ahead` (which starts
-/// verifying their tokens on other threads), then started in their turn. Items read ahead are not started if
-/// the run stops first: like those the client still buffers, a JetStream
-/// server delivers them again, and core NATS keeps nothing.
+/// verifying their tokens on other threads), then started in their turn. Without `drain`,
+/// items read ahead are not started if the run stops first: like those the client still
+/// buffers, a JetStream server delivers them again.
 ///
 /// With `acks` (a JetStream consumer without double acks), the acks that
 /// `process` queued are sent when a group is full and whenever nothing else
 /// is ready, before the loop waits; when it stops, they are sent and
 /// confirmed before the items in flight are waited for.
 pub(crate) async fn run_loop<St, A, P, Fut, S>(
-    source: St,
+    mut source: St,
     limit: usize,
     mut ahead: A,
     shutdown: S,
+    drain: Option<Duration>,
     acks: Option<&Acks>,
     mut process: P,
 ) -> Result<(), Error>
 where
-    St: Stream,
+    St: Source,
     A: FnMut(&St::Item),
     P: FnMut(St::Item, Stopping) -> Fut,
     Fut: Future<Output = Result<(), Error>>,
@@ -80,10 +128,12 @@ where
     let limit = limit.max(1);
     let read_ahead = limit.max(READ_AHEAD);
     let (stop, stopping) = watch::channel(false);
-    let mut source = pin!(source);
     let mut shutdown = pin!(async {
         shutdown.await;
     });
+    // Set when `shutdown` completes and the source is draining: the end of the drain.
+    let mut deadline = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut draining = false;
     let mut in_flight = FuturesUnordered::new();
     let mut waiting = VecDeque::new();
     let mut ended = false;
@@ -118,7 +168,27 @@ where
         let unsent = acks.filter(|acks| !acks.is_empty());
         tokio::select! {
             biased;
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !draining => match drain {
+                Some(within) if !within.is_zero() && source.drain().await => {
+                    deadline.set(tokio::time::sleep(within));
+                    draining = true;
+                }
+                _ => break,
+            },
+            () = &mut deadline, if draining => {
+                let mut dropped = waiting.len();
+                while let Some(Some(_)) = source.next().now_or_never() {
+                    dropped += 1;
+                }
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        drain_timeout = ?drain,
+                        "the drain timeout passed: messages received but not started are dropped"
+                    );
+                }
+                break;
+            }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(e) = done {
                     result = Err(e);
@@ -189,10 +259,118 @@ pub(crate) fn verify_ahead(guard: &Guard) -> impl FnMut(&Message) + use<> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::cell::RefCell;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
 
     use futures_util::stream;
 
     use super::*;
+
+    /// The items `0..total`, every one already received; drained, the source ends after
+    /// `received` more, as a subscription ends after what its client had buffered.
+    struct Items {
+        items: stream::Iter<std::ops::Range<u32>>,
+        received: Option<usize>,
+        left: Option<usize>,
+    }
+
+    impl Items {
+        fn new(total: u32) -> Self {
+            Items {
+                items: stream::iter(0..total),
+                received: None,
+                left: None,
+            }
+        }
+
+        /// Drainable: `received` items still come once it is drained.
+        fn drainable(total: u32, received: usize) -> Self {
+            Items {
+                received: Some(received),
+                ..Items::new(total)
+            }
+        }
+    }
+
+    impl Stream for Items {
+        type Item = u32;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<u32>> {
+            match self.left {
+                Some(0) => Poll::Ready(None),
+                Some(left) => {
+                    self.left = Some(left - 1);
+                    self.items.poll_next_unpin(cx)
+                }
+                None => self.items.poll_next_unpin(cx),
+            }
+        }
+    }
+
+    impl Source for Items {
+        async fn drain(&mut self) -> bool {
+            self.left = self.received;
+            self.received.is_some()
+        }
+    }
+
+    /// The items started when the run is told to stop before it starts any, with `drain`, each
+    /// `process` taking `work`.
+    async fn stopped_at_once(source: Items, drain: Option<Duration>, work: Duration) -> Vec<u32> {
+        let started = RefCell::new(Vec::new());
+        run_loop(
+            source,
+            1,
+            |_| {},
+            std::future::ready(()),
+            drain,
+            None,
+            |item, _| {
+                started.borrow_mut().push(item);
+                async move {
+                    tokio::time::sleep(work).await;
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        started.into_inner()
+    }
+
+    #[tokio::test]
+    async fn a_drained_source_is_processed_to_its_end() {
+        let started = stopped_at_once(
+            Items::drainable(100, 5),
+            Some(Duration::from_secs(10)),
+            Duration::from_millis(1),
+        )
+        .await;
+        assert_eq!(started, [0, 1, 2, 3, 4], "what was received, nothing more");
+    }
+
+    #[tokio::test]
+    async fn without_a_drain_nothing_more_is_started() {
+        let drainable = Items::drainable(100, 5);
+        assert!(stopped_at_once(drainable, None, Duration::ZERO).await.is_empty());
+        let undrainable = Items::new(100);
+        let started = stopped_at_once(undrainable, Some(Duration::from_secs(10)), Duration::ZERO).await;
+        assert!(started.is_empty(), "a source that cannot drain stops at once");
+    }
+
+    #[tokio::test]
+    async fn the_drain_stops_at_its_timeout() {
+        let started = stopped_at_once(
+            Items::drainable(100, 50),
+            Some(Duration::from_millis(150)),
+            Duration::from_millis(100),
+        )
+        .await;
+        assert!(
+            !started.is_empty() && started.len() < 50,
+            "started until the drain timeout, then stopped: {started:?}"
+        );
+    }
 
     /// What `ahead` was shown and the order `process` started in, with each
     /// `process` taking `work`.
@@ -200,10 +378,11 @@ mod tests {
         let (ahead, started) = (RefCell::new(Vec::new()), RefCell::new(Vec::new()));
         let in_flight = std::cell::Cell::new(0);
         run_loop(
-            stream::iter(0..10u32),
+            Items::new(10),
             limit,
             |item| ahead.borrow_mut().push(*item),
             std::future::pending::<()>(),
+            None,
             None,
             |item, _| {
                 started.borrow_mut().push(item);
@@ -245,10 +424,11 @@ mod tests {
         let ahead = RefCell::new(Vec::new());
         let shown_at_start = RefCell::new(Vec::new());
         run_loop(
-            stream::iter(0..40u32),
+            Items::new(40),
             1,
             |item| ahead.borrow_mut().push(*item),
             std::future::pending::<()>(),
+            None,
             None,
             |_, _| {
                 shown_at_start.borrow_mut().push(ahead.borrow().len());

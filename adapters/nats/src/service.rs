@@ -20,7 +20,7 @@ use jwt_relay::{AuthContext, ErrorKind, Guard, RunReport};
 
 use crate::error::{Error, Result};
 use crate::headers::{NatsHeadersRef, pairs};
-use crate::run_loop::{run_loop, verify_ahead};
+use crate::run_loop::{DRAIN_TIMEOUT, run_loop, verify_ahead};
 use crate::service_error::ServiceError;
 
 /// Serves requests, NATS micro endpoints ([`serve_endpoint`](Self::serve_endpoint))
@@ -47,11 +47,16 @@ use crate::service_error::ServiceError;
 /// The metrics and spans name the served subject as given to `serve_*`
 /// (`orders.*`), not each request's (`orders.eu`): one endpoint is one
 /// `destination` series, however many subjects its wildcards match.
+///
+/// An instance that stops leaves its queue group gracefully: it takes no more requests, and
+/// answers those it had already received before `serve_*` returns (see
+/// [`serve_endpoint`](Self::serve_endpoint)).
 #[derive(Clone)]
 pub struct NatsService {
     client: Client,
     engine: Engine,
     concurrency: usize,
+    drain_timeout: Duration,
 }
 
 impl fmt::Debug for NatsService {
@@ -59,6 +64,7 @@ impl fmt::Debug for NatsService {
         f.debug_struct("NatsService")
             .field("engine", &self.engine)
             .field("concurrency", &self.concurrency)
+            .field("drain_timeout", &self.drain_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -119,13 +125,14 @@ enum Responder<'a> {
 
 impl NatsService {
     /// Replies through `client` (plain subscriptions) and judges requests
-    /// with `guard`; one request at a time.
+    /// with `guard`; one request at a time, a 30 s drain when serving stops.
     pub fn new(client: Client, guard: Guard) -> Self {
         NatsService {
             client,
             // A request is answered once: a failing handler is not called again.
             engine: Engine::new(guard, Reporter::new("nats")).max_attempts(1),
             concurrency: 1,
+            drain_timeout: DRAIN_TIMEOUT,
         }
     }
 
@@ -134,6 +141,15 @@ impl NatsService {
     /// runtime's other threads.
     pub fn concurrency(mut self, requests: usize) -> Self {
         self.concurrency = requests.max(1);
+        self
+    }
+
+    /// How long serving, once it stopped taking requests, still answers those the client had
+    /// already received (30 s; see [`serve_endpoint`](Self::serve_endpoint)). Those not started
+    /// by then get no answer (their callers time out), with a warning. Zero: no drain, they
+    /// all go unanswered.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 
@@ -150,10 +166,18 @@ impl NatsService {
     }
 
     /// Serves a NATS micro endpoint (async-nats `service`) until `shutdown`
-    /// completes (requests in flight are answered first) or a halt.
-    /// `subject` is the subject the endpoint was added with, its group's
-    /// prefix included (async-nats does not tell): the metrics' and spans'
+    /// completes, the endpoint ends (its service was stopped: the requests it had received are
+    /// answered first) or a halt. `subject` is the subject the endpoint was added with, its
+    /// group's prefix included (async-nats does not tell): the metrics' and spans'
     /// `destination`.
+    ///
+    /// On shutdown it stops the endpoint ([`Endpoint::stop`]: the server routes the requests
+    /// to the service's other instances from then on), answers every request the client had
+    /// already received, lets those in flight finish, and returns. This lasts at most the
+    /// [`drain_timeout`](Self::drain_timeout) (30 s): the requests not started by then get no
+    /// answer, with a warning. Requests the server sent just before it took the unsubscribe
+    /// and that reach the client after it get none either: async-nats 0.51 forgets the
+    /// endpoint's subscription at once. After a halt, the requests not started get no answer.
     pub async fn serve_endpoint<H, Fut, S>(
         &self,
         subject: &str,
@@ -174,6 +198,7 @@ impl NatsService {
             self.concurrency,
             ahead,
             shutdown,
+            Some(self.drain_timeout),
             None,
             |request, _| async move {
                 let message = &request.message;
@@ -186,9 +211,18 @@ impl NatsService {
     }
 
     /// Serves requests arriving on a plain (or queue) subscription, replying
-    /// on each request's reply subject, until `shutdown` completes or a halt.
-    /// `subject` is the subject subscribed to (async-nats does not tell): the
+    /// on each request's reply subject, until `shutdown` completes, the subscription ends, or
+    /// a halt. `subject` is the subject subscribed to (async-nats does not tell): the
     /// metrics' and spans' `destination`.
+    ///
+    /// On shutdown it drains the subscription
+    /// ([`Subscriber::drain`](async_nats::Subscriber::drain): unsubscribed on the server, it
+    /// still yields what the client had received), answers every request already received,
+    /// lets those in flight finish, and returns, within the
+    /// [`drain_timeout`](Self::drain_timeout) as [`serve_endpoint`](Self::serve_endpoint)
+    /// does. Requests the server sent just before it took the unsubscribe and that reach the
+    /// client after it can still go unanswered: async-nats 0.51 forgets the subscription on its
+    /// connection's next turn, without waiting for the server's answer.
     pub async fn serve_subscriber<H, Fut, S>(
         &self,
         subject: &str,
@@ -207,6 +241,7 @@ impl NatsService {
             self.concurrency,
             verify_ahead(self.engine.guard()),
             shutdown,
+            Some(self.drain_timeout),
             None,
             |message, _| async move {
                 self.process(

@@ -1,6 +1,7 @@
 //! Core NATS, a queue group: nothing is handled twice, and what is lost with the killed instance
 //! (core NATS redelivers nothing) was published before the kill and still in flight then;
-//! everything published after it is handled exactly once.
+//! everything published after it is handled exactly once. A member that leaves gracefully
+//! instead loses nothing: it handles what its client had received before its run returns.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,14 +11,49 @@ use async_nats::{Client, RequestErrorKind};
 use futures_util::StreamExt as _;
 use jwt_relay::Propagator;
 use jwt_relay_nats::{Consumer, DeadLetter, Publisher, Stats, async_nats};
+use tokio::task::JoinHandle;
 
 use crate::support::{self, guard, headers, shutdown, unique, wait_until};
 use crate::{
-    BEFORE_KILL, CONCURRENCY, FREEZE_AT, HOSTILE_AFTER, HOSTILE_BEFORE, INSTANCES, Instance, Ledger, USERS,
-    VALID, VICTIM, WAIT, hostile, instance_client, sum, users, valid_id, worker,
+    BEFORE_KILL, CONCURRENCY, FREEZE_AT, Fence, HOSTILE_AFTER, HOSTILE_BEFORE, INSTANCES, Instance, Ledger,
+    USERS, VALID, VICTIM, WAIT, hostile, instance_client, sum, users, valid_id, worker,
 };
 
-/// The names of the core NATS test.
+/// The ids of the dead-lettered copies read so far.
+type DeadIds = Arc<Mutex<Vec<String>>>;
+
+/// Reads the copies published to `subject` in the background.
+async fn read_dead_letters(client: &Client, subject: &str) -> (DeadIds, JoinHandle<()>) {
+    let mut dead_letters = client
+        .subscribe(subject.to_owned())
+        .await
+        .expect("dead letters subscribed");
+    client.flush().await.expect("flushed");
+    let dead_ids = DeadIds::default();
+    let record = dead_ids.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(copy) = dead_letters.next().await {
+            let id = copy
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("x-id"))
+                .map(|v| v.as_str().to_owned());
+            record.lock().unwrap().push(id.unwrap_or_default());
+        }
+    });
+    (dead_ids, reader)
+}
+
+/// How many times each id occurs.
+fn count(ids: &[String]) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in ids {
+        *counts.entry(id.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// The names of a core NATS test.
 struct Core {
     subject: String,
     group: String,
@@ -117,23 +153,7 @@ async fn core_queue_group_handles_nothing_twice_and_loses_only_what_the_killed_i
         probe: unique("many.probe"),
     };
     let subject = core.subject.clone();
-    let mut dead_letters = client
-        .subscribe(core.dead.clone())
-        .await
-        .expect("dead letters subscribed");
-    client.flush().await.expect("flushed");
-    let dead_ids = Arc::new(Mutex::new(Vec::new()));
-    let record = dead_ids.clone();
-    let reader = tokio::spawn(async move {
-        while let Some(copy) = dead_letters.next().await {
-            let id = copy
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("x-id"))
-                .map(|v| v.as_str().to_owned());
-            record.lock().unwrap().push(id.unwrap_or_default());
-        }
-    });
+    let (dead_ids, reader) = read_dead_letters(&client, &core.dead).await;
     let ledger = Ledger::with_victim(VICTIM, FREEZE_AT);
     let mut instances = Vec::new();
     for instance in 0..INSTANCES {
@@ -240,10 +260,7 @@ async fn core_queue_group_handles_nothing_twice_and_loses_only_what_the_killed_i
     }
     let joined = ledger.handled_by(INSTANCES);
     assert!(joined > 0, "the instance that joined handled messages");
-    let mut dead_letters: BTreeMap<String, usize> = BTreeMap::new();
-    for id in dead_ids.lock().unwrap().iter() {
-        *dead_letters.entry(id.clone()).or_default() += 1;
-    }
+    let dead_letters = count(&dead_ids.lock().unwrap());
     let expected: BTreeMap<String, usize> = hostile.iter().map(|(id, _)| (id.clone(), 1)).collect();
     assert_eq!(
         dead_letters, expected,
@@ -272,5 +289,132 @@ async fn core_queue_group_handles_nothing_twice_and_loses_only_what_the_killed_i
         lost.last(),
         (0..=INSTANCES).map(|i| ledger.handled_by(i)).collect::<Vec<_>>(),
         started.elapsed()
+    );
+}
+
+/// The member that leaves gracefully.
+const LEAVER: usize = 0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_queue_group_member_leaving_gracefully_loses_nothing() {
+    let Some(client) = support::connect().await else {
+        return;
+    };
+    let started = Instant::now();
+    let subject = unique("many.leave");
+    let core = Core {
+        dead: format!("{subject}.dlq"),
+        subject,
+        group: unique("workers"),
+        probe: unique("many.probe"),
+    };
+    let subject = core.subject.clone();
+    let (dead_ids, reader) = read_dead_letters(&client, &core.dead).await;
+    let ledger = Ledger::new();
+    let mut instances = Vec::new();
+    for instance in 0..INSTANCES {
+        instances.push(Some(core.instance(instance, &ledger).await));
+    }
+    let stats: Vec<Stats> = instances.iter().flatten().map(|i| i.stats.clone()).collect();
+
+    // Half of the messages; once they reached the leaver's client, it is told to stop, and the
+    // other half is published once it left: its client holds about a third of the first half
+    // to hand over, and the other members must get everything published after.
+    let publisher = Publisher::new(client.clone(), Propagator::default());
+    let users = users().await;
+    let hostile = hostile();
+    let hostile_every = VALID / hostile.len();
+    let leaver = instances[LEAVER].take().expect("alive");
+    let fence = Fence::new(&leaver.client).await;
+    let publish = async |n: usize| {
+        if n.is_multiple_of(hostile_every)
+            && let Some((id, token)) = hostile.get(n / hostile_every)
+        {
+            client
+                .publish_with_headers(subject.clone(), headers(Some(token), id), "x".into())
+                .await
+                .expect("published");
+        }
+        let id = valid_id(n);
+        publisher
+            .publish(&subject, headers(None, &id), id.clone(), Some(&users[n % USERS]))
+            .await
+            .expect("published");
+    };
+    for n in 0..VALID / 2 {
+        publish(n).await;
+    }
+    fence.pass(&client).await;
+    let (told_at, handled_when_told) = (Instant::now(), ledger.handled_by(LEAVER));
+    leaver.stop.send(()).ok();
+    let report = crate::stopped(leaver.run).await;
+    let left_after = told_at.elapsed();
+    // Its unsubscribe went before the fence's answer: the server took it.
+    fence.pass(&client).await;
+    for n in VALID / 2..VALID {
+        publish(n).await;
+    }
+    // Until everything is handled, or nothing more is for 3 s.
+    let mut calls = ledger.calls();
+    let mut quiet_since = Instant::now();
+    while ledger.distinct() < VALID || dead_ids.lock().unwrap().len() < hostile.len() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if ledger.calls() != calls {
+            (calls, quiet_since) = (ledger.calls(), Instant::now());
+        } else if quiet_since.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    for instance in instances.into_iter().flatten() {
+        instance.stop().await;
+    }
+    reader.abort();
+
+    let by_id = ledger.by_id();
+    let lost: Vec<String> = (0..VALID)
+        .map(valid_id)
+        .filter(|id| !by_id.contains_key(id))
+        .collect();
+    let duplicated: BTreeMap<&String, Vec<usize>> = by_id
+        .iter()
+        .filter(|(_, calls)| calls.len() > 1)
+        .map(|(id, calls)| (id, calls.iter().map(|(i, ..)| *i).collect()))
+        .collect();
+    let dead_letters = count(&dead_ids.lock().unwrap());
+    eprintln!(
+        "many-instances nats-core (graceful leave): published={} handled={} dead_lettered={} duplicated={} lost={}",
+        VALID + hostile.len(),
+        by_id.len(),
+        dead_letters.values().sum::<usize>(),
+        duplicated.len(),
+        lost.len()
+    );
+    let leaver = ledger.handled_by(LEAVER);
+    let drained = ledger.count_handled(|h| h.instance == LEAVER && h.at >= told_at);
+    eprintln!(
+        "  instance {LEAVER} told to stop with {} published and {handled_when_told} handled by it: \
+         it handled {leaver} in all, {drained} of them after it was told (what its client had \
+         received), and returned {left_after:.1?} later; the rest was published then; \
+         per instance {:?}; lost {:?}; {:.1?} in all",
+        VALID / 2,
+        (0..INSTANCES).map(|i| ledger.handled_by(i)).collect::<Vec<_>>(),
+        lost.iter().take(10).collect::<Vec<_>>(),
+        started.elapsed()
+    );
+    assert!(lost.is_empty(), "nothing lost: {} lost, {lost:?}", lost.len());
+    assert!(duplicated.is_empty(), "nothing handled twice: {duplicated:?}");
+    let expected: BTreeMap<String, usize> = hostile.iter().map(|(id, _)| (id.clone(), 1)).collect();
+    assert_eq!(
+        dead_letters, expected,
+        "each hostile message dead-lettered exactly once, nothing else"
+    );
+    assert_eq!(sum(&stats, |r| r.dead_lettered), hostile.len() as u64);
+    assert!(
+        drained > 0,
+        "the leaver handled what its client had received after it was told to stop"
+    );
+    assert_eq!(
+        report.accepted, leaver as u64,
+        "the leaver's report counts what it handled"
     );
 }

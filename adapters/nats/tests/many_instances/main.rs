@@ -12,6 +12,13 @@
 //! - [`core`]: a core NATS queue group.
 //! - [`service`]: request/reply, micro endpoints and plain queue subscriptions.
 //!
+//! On core NATS and request/reply, a second scenario has a member leave gracefully instead
+//! (its shutdown future completes) mid-stream: it loses nothing, since it handles what its
+//! client had received before its run returns. Messages wait while it leaves (the tests fence
+//! them with [`Fence`]): one still on its way to the member's client when the server takes
+//! the unsubscribe would be dropped by async-nats 0.51, which forgets a drained subscription
+//! without waiting for the server's answer.
+//!
 //! Each test prints a `many-instances <transport>: ...` line for RELIABILITY.md, and a line of
 //! details.
 //!
@@ -36,7 +43,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
+use futures_util::StreamExt as _;
 use jwt_relay::AuthContext;
+use jwt_relay_nats::bytes::Bytes;
 use jwt_relay_nats::{Received, RunReport, Stats, async_nats};
 use support::common::{self, Forwarder};
 use support::{forged, nats_url, user, wrong_audience};
@@ -126,11 +135,12 @@ fn worker(
 }
 
 /// A client of its own for one instance, as a process of its own would have; the instance to
-/// kill goes through a [`Forwarder`] and never reconnects (a killed process does not).
+/// kill (the ledger's victim) goes through a [`Forwarder`] and never reconnects (a killed
+/// process does not).
 async fn instance_client(instance: usize, ledger: &Ledger) -> (Client, Option<Forwarder>) {
-    let forwarder = match instance {
-        VICTIM => Some(Forwarder::start(&nats_url(), "nats", 4222).await),
-        _ => None,
+    let forwarder = match ledger.victim() == Some(instance) {
+        true => Some(Forwarder::start(&nats_url(), "nats", 4222).await),
+        false => None,
     };
     if let Some(forwarder) = &forwarder {
         ledger.arm(forwarder.switch());
@@ -171,14 +181,61 @@ impl Instance {
         drop(self.client);
     }
 
-    /// Stops it the ordinary way: in-flight messages finish and are settled.
+    /// Stops it the ordinary way: in-flight messages finish and are settled (on core NATS,
+    /// the messages its client had received too).
     async fn stop(self) -> RunReport {
         self.stop.send(()).ok();
-        tokio::time::timeout(WAIT, self.run)
+        stopped(self.run).await
+    }
+}
+
+/// What a run that was told to stop returns, once it has.
+async fn stopped(run: JoinHandle<jwt_relay_nats::Result<RunReport>>) -> RunReport {
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the run stops")
+        .unwrap()
+        .expect("the run ends cleanly")
+}
+
+/// A round trip through one instance's client: answered once everything the server sent that
+/// client before has reached it (the server keeps the order of what it sends a connection, and
+/// of what it reads from one).
+struct Fence {
+    subject: String,
+    responder: JoinHandle<()>,
+}
+
+impl Fence {
+    /// Answers requests to a subject of its own through `client`.
+    async fn new(client: &Client) -> Fence {
+        let subject = support::unique("many.fence");
+        let mut requests = client.subscribe(subject.clone()).await.expect("subscribed");
+        client.flush().await.expect("the fence reached the server");
+        let answering = client.clone();
+        let responder = tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                if let Some(reply) = request.reply {
+                    answering.publish(reply, Bytes::new()).await.ok();
+                }
+            }
+        });
+        Fence { subject, responder }
+    }
+
+    /// Passes the fence from `client`: what `client` published before has reached the fenced
+    /// client by then, and what the fenced client published before has reached the server.
+    async fn pass(&self, client: &Client) {
+        tokio::time::timeout(WAIT, client.request(self.subject.clone(), Bytes::new()))
             .await
-            .expect("the run stops")
-            .unwrap()
-            .expect("the run ends cleanly")
+            .expect("the fence answers in time")
+            .expect("the fence answers");
+    }
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        self.responder.abort();
     }
 }
 
