@@ -16,7 +16,6 @@ mod exchange;
 mod halt;
 mod handler_errors;
 mod hostile;
-mod many;
 mod outage;
 mod propagation;
 mod restart;
@@ -59,21 +58,4 @@ on_both! {
     ahead::a_backlog_through_a_small_buffer_is_decided_in_order => small_buffer_refilled_by_halves,
     stuck::a_stuck_handler_does_not_hold_up_the_other_partitions => stuck_handler_other_partitions_flow,
     context::the_users_client_context_gets_the_callbacks => users_client_context,
-}
-
-/// Many instances in one group: the eager protocol on the real broker (librdkafka's mock cluster
-/// refuses the offset commit of a member handing partitions over, `RebalanceInProgress`, which a
-/// Kafka broker accepts), `cooperative-sticky` on the mock cluster (see `many::cooperative`).
-mod many_instances {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn eager() {
-        if let Some(cluster) = crate::support::Cluster::broker() {
-            crate::many::eager(cluster).await;
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn cooperative() {
-        crate::many::cooperative(crate::support::Cluster::mock()).await;
-    }
 }
